@@ -1,0 +1,191 @@
+"""One configuration tree: data, model, train, weighting.
+
+YAML files in `configs/` fill it, command-line flags override it. Every flag of `train.py`
+maps to exactly one field here (the flag name is the field name). Unknown keys are errors.
+
+Example:
+
+```python
+config = load_config("configs/synthetic.yaml", overrides={"epochs": 3})
+config.train.epochs  # 3
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from keras_mtl.data.layout import DEFAULT_DATA_PATH, FLOW_DIR
+from keras_mtl.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    data_path: str = DEFAULT_DATA_PATH
+    flow_dir: str = FLOW_DIR
+    img_resize: tuple[int, int] = (384, 768)  # network input size (H, W), divisible by 16
+    output_size: tuple[int, int] = (1024, 2048)  # evaluation size of targets (H, W)
+    semantic_classes: int = 5
+    train_split: str = "train"
+    val_split: str = "val"
+    augment: bool = True
+    cache: bool = False  # cache decoded frames in memory (small datasets)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "mobilenetv2_ericsun"
+    width_mult: float = 1.0
+    pretrained: str | None = None  # checkpoint to initialise from (by layer name)
+
+
+@dataclass
+class WeightingConfig:
+    multi_task_type: str = "vanilla"
+    task_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # depth, semantic, motion
+    # GradNorm (Chen et al. 2018)
+    grad_norm_alpha: float = 1.5
+    grad_norm_lr: float = 0.025
+    grad_norm_initial_loss: str = "measured"  # "measured" (first step) or "theoretical" (log C)
+    # TI's pseudo GradNorm
+    pseudo_grad_norm_alpha: float = 0.75
+    pseudo_grad_norm_rate: float = 1e-4
+    pseudo_grad_norm_ema_short: float = 1e-3
+    pseudo_grad_norm_ema_long: float = 1e-6
+    # Kendall uncertainty: likelihood of the depth loss ("laplace" for L1-type, "gaussian" for L2)
+    uncertainty_depth_likelihood: str = "laplace"
+    # DWA
+    dwa_temperature: float = 2.0
+
+
+@dataclass
+class TrainConfig:
+    save_path: str = "runs/default"
+    epochs: int = 250
+    steps_per_epoch: int | None = None  # None = one pass over the training split
+    val_steps: int | None = None  # None = the whole validation split
+    batch_size: int = 16  # global, over all replicas
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 5
+    lr_milestones: tuple[float, ...] = (0.4, 0.8)  # fractions of epochs (original: 100, 200 of 250)
+    lr_gamma: float = 0.5
+    gpus: tuple[int, ...] = ()
+    cpu_replicas: int = 0
+    resume: bool = False
+    single_task: str | None = None
+    seed: int = 0
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    pivot_metric: str = "motion_miou"  # model_best.keras is chosen by this validation metric
+    class_weights: bool = False  # the original's class weights for semantic (5-class) and motion
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Writes the resolved config as YAML, atomically."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False))
+        tmp.replace(path)
+
+
+SECTIONS = {f.name: f.type for f in fields(Config)}
+
+
+def field_section(name: str) -> str:
+    """The section ('data', 'model', ...) that holds field `name`; raises UserError if none."""
+    for section in fields(Config):
+        section_cls = type(getattr(Config(), section.name))
+        if name in {f.name for f in fields(section_cls)}:
+            return section.name
+    raise UserError(f"unknown config key {name!r}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(section_obj: Any, name: str, value: Any, where: str) -> Any:
+    default = getattr(section_obj, name)
+    if isinstance(default, tuple) and isinstance(value, list | tuple):
+        return tuple(value)
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise UserError(f"{where}: {name} must be true or false, got {value!r}")
+    if isinstance(default, float) and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def apply_overrides(config: Config, values: dict[str, Any], where: str = "overrides") -> Config:
+    """Returns a copy of `config` with flat `{field: value}` overrides applied (None = keep)."""
+    sections = {s.name: dataclasses.replace(getattr(config, s.name)) for s in fields(Config)}
+    for name, value in values.items():
+        if value is None:
+            continue
+        section = sections[field_section(name)]
+        setattr(section, name, _coerce(section, name, value, where))
+    return Config(**sections)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Reads a YAML config (sections `data`, `model`, `train`, `weighting`, or flat keys).
+
+    Args:
+        path: YAML file, or None for the defaults.
+        overrides: flat `{field: value}` applied after the file (None values are skipped).
+
+    Raises:
+        UserError: missing or unreadable file, unknown section or key.
+    """
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"--config {path}: no such file (see configs/ for examples)")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise UserError(f"--config {path}: not valid YAML ({error})") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"--config {path}: expected a mapping of sections or keys")
+        flat: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in SECTIONS and isinstance(value, dict):
+                section_cls = type(getattr(config, key))
+                known = {f.name for f in fields(section_cls)}
+                for name, item in value.items():
+                    if name not in known:
+                        raise UserError(
+                            f"--config {path}: unknown key {key}.{name}; known keys of {key}: "
+                            f"{', '.join(sorted(known))}"
+                        )
+                    flat[name] = item
+            else:
+                try:
+                    field_section(key)
+                except UserError:
+                    raise UserError(f"--config {path}: unknown key {key!r}") from None
+                flat[key] = value
+        config = apply_overrides(config, flat, where=f"--config {path}")
+    if overrides:
+        config = apply_overrides(config, overrides)
+    return config

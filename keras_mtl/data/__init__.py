@@ -1,0 +1,1 @@
+"""Reading the Cityscapes multitask layout: discovery, decoding, tf.data pipeline."""

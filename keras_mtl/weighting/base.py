@@ -1,0 +1,139 @@
+"""The one interface every task-weighting method implements.
+
+A weighting is a `keras.layers.Layer` only so that Keras tracks its state: every quantity it
+keeps (weights, log-variances, EMAs, initial losses, previous epoch losses) lives in a
+`keras.Variable` created with `add_weight(..., aggregation="mean")`, float32, so that
+`ModelCheckpoint`/`BackupAndRestore`/`.keras` files save and resume it and replicas stay equal.
+It is never part of the exported model.
+
+The trainer (`keras_mtl.training.MultiTaskTrainer`) drives it, once per training step, inside
+the replica context:
+
+1. `total = weighting.combine_losses(losses)` inside the gradient tape. `losses` maps task name
+   to that replica's unweighted scalar loss. The trainer divides the returned total by the
+   number of replicas before differentiating (so every term a weighting adds, such as the
+   `0.5 * s` of uncertainty weighting, is scaled correctly); weightings never do.
+2. If `grad_norm_source` is not None, the trainer computes for every task i the norm
+   `n_i = ||d L_i / d X||` of the UNWEIGHTED task loss at X = the last shared layer's kernel
+   (`"shared_kernel"`) or the shared encoder feature map (`"shared_features"`), combined over
+   replicas so that every replica holds the value a single device would compute for the global
+   batch.
+3. If `needs_task_gradients` is True (PCGrad), the trainer computes each task's gradient of
+   `w_i L_i` over the shared variables and calls `combine_gradients`; task-specific variables
+   get the gradient of the total loss.
+4. After the optimizer step: `weighting.update(losses, grad_norms)` with `losses` the mean over
+   replicas of the unweighted task losses (identical on every replica) and `grad_norms` from 2.
+   It updates the state variables (e.g. GradNorm's closed-form step and renormalisation).
+
+Epoch-level methods (DWA) also implement `on_epoch_end(epoch, epoch_losses)`, called by a
+callback with the epoch-mean unweighted training losses as Python floats.
+
+`task_weights()` returns the current effective weight of each task, for logging as
+`weight_<task>` in history.csv and TensorBoard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import keras
+from keras import ops
+
+
+class Weighting(keras.layers.Layer):
+    """Base class of task weightings: fixed weights, and the hooks the trainer calls.
+
+    Args:
+        task_names: the tasks, in order (a subset of `keras_mtl.tasks.TASK_NAMES`).
+        initial_weights: one initial (or fixed) weight per task; default all 1.
+
+    Example:
+
+    ```python
+    weighting = get_weighting("vanilla", ["depth", "semantic", "motion"])
+    total = weighting.combine_losses({"depth": 0.5, "semantic": 1.2, "motion": 0.3})
+    ```
+    """
+
+    # Where the trainer must measure per-task gradient norms: None, "shared_kernel" or
+    # "shared_features".
+    grad_norm_source: ClassVar[str | None] = None
+    # Whether the trainer must hand per-task gradients of the shared variables to
+    # `combine_gradients` (PCGrad).
+    needs_task_gradients: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        initial_weights: Sequence[float] | None = None,
+        **kwargs,
+    ) -> None:
+        kwargs.pop("dtype", None)  # state is always float32, also under mixed precision
+        super().__init__(dtype="float32", **kwargs)
+        self.task_names = tuple(task_names)
+        if initial_weights is None:
+            initial_weights = [1.0] * len(self.task_names)
+        if len(initial_weights) != len(self.task_names):
+            raise ValueError(
+                f"{len(initial_weights)} initial weights for {len(self.task_names)} tasks "
+                f"{self.task_names}"
+            )
+        self.initial_weights = tuple(float(w) for w in initial_weights)
+        self.built = True
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    def add_state(self, name: str, initial, trainable: bool = False) -> keras.Variable:
+        """Creates a float32 state variable shaped like `initial`, mean-aggregated over replicas."""
+        initial = ops.convert_to_tensor(initial, dtype="float32")
+        return self.add_weight(
+            name=name,
+            shape=tuple(initial.shape),
+            initializer=keras.initializers.Constant(initial),
+            dtype="float32",
+            trainable=trainable,
+            autocast=False,
+            aggregation="mean",
+        )
+
+    def stack(self, values: Mapping[str, object]):
+        """Stacks per-task scalars into a float32 vector in `task_names` order."""
+        return ops.stack([ops.cast(values[name], "float32") for name in self.task_names])
+
+    def combine_losses(self, losses: Mapping[str, object]):
+        """Total loss to differentiate, from per-task unweighted scalar losses."""
+        weights = self.weight_vector()
+        return ops.sum(weights * self.stack(losses))
+
+    def weight_vector(self):
+        """Current effective weights as a float32 vector in `task_names` order."""
+        return ops.convert_to_tensor(self.initial_weights, dtype="float32")
+
+    def task_weights(self) -> dict[str, object]:
+        """Current effective weight of each task (scalars), for logging."""
+        vector = self.weight_vector()
+        return {name: vector[i] for i, name in enumerate(self.task_names)}
+
+    def combine_gradients(self, task_gradients: Mapping[str, Sequence[object]]) -> list:
+        """Combines per-task gradients (lists over the shared variables) into one list."""
+        raise NotImplementedError(f"{type(self).__name__} does not combine gradients")
+
+    def update(
+        self,
+        losses: Mapping[str, object],
+        grad_norms: Mapping[str, object] | None = None,
+    ) -> None:
+        """Updates the state after an optimizer step (no-op for fixed weights)."""
+        del losses, grad_norms
+
+    def on_epoch_end(self, epoch: int, epoch_losses: Mapping[str, float]) -> None:
+        """Epoch-level update from epoch-mean unweighted training losses (no-op by default)."""
+        del epoch, epoch_losses
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"task_names": list(self.task_names), "initial_weights": list(self.initial_weights)})
+        return config
