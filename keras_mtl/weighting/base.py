@@ -117,6 +117,10 @@ class Weighting(keras.layers.Layer):
         vector = self.weight_vector()
         return {name: vector[i] for i, name in enumerate(self.task_names)}
 
+    def no_weight_decay_variables(self) -> list[keras.Variable]:
+        """Weighting variables the trainer must exclude from weight decay (all trainable ones)."""
+        return list(self.trainable_weights)
+
     def combine_gradients(self, task_gradients: Mapping[str, Sequence[object]]) -> list:
         """Combines per-task gradients (lists over the shared variables) into one list."""
         raise NotImplementedError(f"{type(self).__name__} does not combine gradients")
@@ -135,5 +139,7 @@ class Weighting(keras.layers.Layer):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update({"task_names": list(self.task_names), "initial_weights": list(self.initial_weights)})
+        config.update(
+            {"task_names": list(self.task_names), "initial_weights": list(self.initial_weights)}
+        )
         return config

@@ -1,0 +1,40 @@
+"""Fixed task weights (the seed's "vanilla" row): total = sum_i w_i L_i with constant w."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from keras_mtl.config import WeightingConfig
+from keras_mtl.weighting.base import Weighting
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class EqualWeighting(Weighting):
+    """Constant task weights: `--task_weights` (all 1 by default), never updated.
+
+    Args:
+        task_names: the tasks, in order.
+        initial_weights: the fixed weight of each task; default all 1.
+
+    Example:
+
+    ```python
+    weighting = EqualWeighting(["depth", "semantic", "motion"], [1.0, 0.5, 2.0])
+    weighting.combine_losses({"depth": 1.0, "semantic": 2.0, "motion": 0.5})  # 3.0
+    ```
+    """
+
+    method_name = "vanilla"
+
+    @classmethod
+    def from_weighting_config(
+        cls,
+        task_names: Sequence[str],
+        initial_weights: Sequence[float],
+        config: WeightingConfig,
+        **context,
+    ) -> EqualWeighting:
+        del config, context
+        return cls(task_names, initial_weights)

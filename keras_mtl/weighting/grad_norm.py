@@ -1,0 +1,200 @@
+"""GradNorm (Chen, Badrinarayanan, Lee, Rabinovich, ICML 2018) with the closed-form weight step.
+
+GradNorm balances the gradient norms G_i = ||grad_W (w_i L_i)|| = w_i n_i at the last shared
+layer's kernel W so that tasks that train slower (larger loss ratio L_i / L_i(0)) get larger
+gradients. Its objective L_grad = sum_i |G_i - target_i|, target_i = mean(G) * r_i^alpha held
+constant, has the closed-form derivative dL_grad/dw_i = sign(G_i - target_i) * n_i, so no
+second-order tape is needed (TF cannot differentiate twice through bilinear resize anyway).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import keras
+from keras import ops
+
+from keras_mtl.config import WeightingConfig
+from keras_mtl.errors import UserError
+from keras_mtl.tasks import TASKS, num_channels
+from keras_mtl.weighting.base import Weighting
+
+INITIAL_LOSS_CHOICES = ("measured", "theoretical")
+# Divisor floor: losses, loss ratios and norms are positive in practice; this only keeps a
+# zero (a task with no gradient at W, a perfect batch) from producing inf/NaN weights.
+EPSILON = 1e-12
+
+
+def normalized_weights(initial_weights: Sequence[float]) -> list[float]:
+    """Scales positive weights so that they sum to the number of tasks (GradNorm's invariant)."""
+    total = float(sum(initial_weights))
+    return [len(initial_weights) * float(w) / total for w in initial_weights]
+
+
+def all_finite(*tensors):
+    """Scalar boolean tensor: True when every element of every tensor is finite."""
+    return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors]))
+
+
+def renormalize(weights, min_weight: float):
+    """Clips weights to >= `min_weight`, then rescales them to sum to their count."""
+    weights = ops.maximum(weights, min_weight)
+    count = ops.cast(ops.shape(weights)[0], "float32")
+    return count * weights / ops.sum(weights)
+
+
+def require_grad_norms(weighting: Weighting, grad_norms: Mapping[str, object] | None) -> None:
+    if grad_norms is None:
+        raise ValueError(
+            f"{type(weighting).__name__}.update needs grad_norms measured at "
+            f"{weighting.grad_norm_source!r}; the trainer must pass them"
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class GradNormWeighting(Weighting):
+    """GradNorm task weighting, updated every step by `update(losses, grad_norms)`.
+
+    The weights w live in a state variable (not trained by the model optimizer). Each update
+    takes one plain gradient step of L_grad with its own learning rate (the paper's rate 0.025;
+    no momentum, so the step size scales with the norms n_i), clips w to >= `min_weight` and
+    rescales it to sum to T. The initial weights are rescaled to sum to T at construction.
+
+    L_i(0), the loss the ratios are taken against, is measured at the first update and kept in
+    a state variable with an `initialized` flag, so resuming from a checkpoint does not measure
+    it again. With `initial_loss="theoretical"`, classification tasks use log(C) (the loss of a
+    uniform prediction over C classes) and regression tasks are still measured.
+
+    Args:
+        task_names: the tasks, in order.
+        initial_weights: initial weights (rescaled to sum to T); default all 1.
+        alpha: GradNorm's restoring-force exponent (1.5 in the paper).
+        learning_rate: step size of the weight update.
+        initial_loss: `"measured"` or `"theoretical"`.
+        semantic_classes: C of the semantic task (for the theoretical initial loss).
+        min_weight: floor applied before renormalisation, keeps every weight > 0.
+
+    Example:
+
+    ```python
+    weighting = GradNormWeighting(["depth", "semantic", "motion"], alpha=1.5)
+    weighting.update({"depth": 0.9, "semantic": 1.6, "motion": 0.7},
+                     {"depth": 2.0, "semantic": 0.5, "motion": 0.4})
+    weighting.task_weights()  # depth, with the largest gradient norm, loses weight
+    ```
+    """
+
+    method_name = "grad_norm"
+    grad_norm_source = "shared_kernel"
+
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        initial_weights: Sequence[float] | None = None,
+        alpha: float = 1.5,
+        learning_rate: float = 0.025,
+        initial_loss: str = "measured",
+        semantic_classes: int = 5,
+        min_weight: float = 1e-3,
+        **kwargs,
+    ) -> None:
+        super().__init__(task_names, initial_weights, **kwargs)
+        if initial_loss not in INITIAL_LOSS_CHOICES:
+            raise ValueError(
+                f"initial_loss must be one of {INITIAL_LOSS_CHOICES}, got {initial_loss!r}"
+            )
+        self.alpha = float(alpha)
+        self.learning_rate = float(learning_rate)
+        self.initial_loss = initial_loss
+        self.semantic_classes = int(semantic_classes)
+        self.min_weight = float(min_weight)
+
+        # 1 where L_i(0) is log(C), known before training; 0 where it is measured.
+        theoretical = [
+            initial_loss == "theoretical" and TASKS[name].kind == "classification"
+            for name in self.task_names
+        ]
+        self._measured = tuple(not t for t in theoretical)
+        known_initial = [
+            math.log(num_channels(name, self.semantic_classes)) if t else 0.0
+            for name, t in zip(self.task_names, theoretical, strict=True)
+        ]
+        self.loss_weights = self.add_state("loss_weights", normalized_weights(self.initial_weights))
+        self.initial_losses = self.add_state("initial_losses", known_initial)
+        self.initialized = self.add_state("initialized", 0.0)
+
+    def weight_vector(self):
+        return ops.convert_to_tensor(self.loss_weights)
+
+    def update(
+        self,
+        losses: Mapping[str, object],
+        grad_norms: Mapping[str, object] | None = None,
+    ) -> None:
+        require_grad_norms(self, grad_norms)
+        losses = self.stack(losses)
+        norms = self.stack(grad_norms)
+        weights = ops.convert_to_tensor(self.loss_weights)
+
+        measured = ops.convert_to_tensor(self._measured)
+        measure_now = ops.logical_and(measured, self.initialized < 0.5)
+        initial = ops.where(measure_now, losses, self.initial_losses)
+        ratio = losses / ops.maximum(initial, EPSILON)
+        inverse_rate = ratio / ops.maximum(ops.mean(ratio), EPSILON)
+        norms_weighted = weights * norms
+        target = ops.stop_gradient(ops.mean(norms_weighted) * inverse_rate**self.alpha)
+        grad = ops.sign(norms_weighted - target) * norms
+        new_weights = renormalize(weights - self.learning_rate * grad, self.min_weight)
+
+        # A non-finite step (NaN loss, overflowing norm) leaves every state variable untouched.
+        ok = ops.logical_and(all_finite(losses, norms, new_weights), ops.all(initial > 0))
+        self.loss_weights.assign(ops.where(ok, new_weights, weights))
+        self.initial_losses.assign(ops.where(ok, initial, self.initial_losses))
+        self.initialized.assign(ops.where(ok, 1.0, self.initialized))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "alpha": self.alpha,
+                "learning_rate": self.learning_rate,
+                "initial_loss": self.initial_loss,
+                "semantic_classes": self.semantic_classes,
+                "min_weight": self.min_weight,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_weighting_config(
+        cls,
+        task_names: Sequence[str],
+        initial_weights: Sequence[float],
+        config: WeightingConfig,
+        *,
+        semantic_classes: int = 5,
+        **context,
+    ) -> GradNormWeighting:
+        del context
+        if config.grad_norm_initial_loss not in INITIAL_LOSS_CHOICES:
+            raise UserError(
+                f"--grad_norm_initial_loss {config.grad_norm_initial_loss!r}: choose one of "
+                f"{', '.join(INITIAL_LOSS_CHOICES)}"
+            )
+        if not config.grad_norm_alpha >= 0:
+            raise UserError(
+                f"--grad_norm_alpha {config.grad_norm_alpha}: must be >= 0 (1.5 in the paper)"
+            )
+        if not config.grad_norm_lr > 0:
+            raise UserError(
+                f"--grad_norm_lr {config.grad_norm_lr}: must be > 0 (0.025 in the paper)"
+            )
+        return cls(
+            task_names,
+            initial_weights,
+            alpha=config.grad_norm_alpha,
+            learning_rate=config.grad_norm_lr,
+            initial_loss=config.grad_norm_initial_loss,
+            semantic_classes=semantic_classes,
+        )
