@@ -1,0 +1,38 @@
+"""The network: MobileNetV2 streams, stride-4 fusion, shared encoder, one decoder per task.
+
+Public API: `build_multitask_model`, `build_single_task_model`, `rebuild`, `load_pretrained`,
+`MultiTaskNet`, and the layer-name handles `SHARED_FEATURES_LAYER` (output = shared stride-16
+encoder features) and `LAST_SHARED_LAYER` (last shared conv; its `kernel` is GradNorm's W).
+"""
+
+from keras_mtl.models.blocks import SEPARATOR
+from keras_mtl.models.mobilenetv2 import BACKBONES
+from keras_mtl.models.multitask import (
+    LAST_SHARED_LAYER,
+    OUTPUT_STRIDE,
+    SHARED_FEATURES_LAYER,
+    MultiTaskNet,
+    build_multitask_model,
+    build_single_task_model,
+    check_img_size,
+    load_pretrained,
+    rebuild,
+    shared_features_model,
+    unwrap_model,
+)
+
+__all__ = [
+    "BACKBONES",
+    "LAST_SHARED_LAYER",
+    "OUTPUT_STRIDE",
+    "SEPARATOR",
+    "SHARED_FEATURES_LAYER",
+    "MultiTaskNet",
+    "build_multitask_model",
+    "build_single_task_model",
+    "check_img_size",
+    "load_pretrained",
+    "rebuild",
+    "shared_features_model",
+    "unwrap_model",
+]

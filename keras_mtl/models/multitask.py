@@ -1,0 +1,384 @@
+"""The two-stream, three-decoder network, single-task baselines, resizing and pretrained loading.
+
+Layer names (`.` separates levels, Keras 3 forbids `/`):
+
+- `flow_stem.*`, `rgb_stem.*`: MobileNetV2 blocks 0-3, one copy per input.
+- `fuse.*`: concat [flow, rgb] -> depthwise 3x3 + BN -> 1x1 + BN (no activation); only when
+  the model has both inputs.
+- `encoder.*`: MobileNetV2 blocks 4-17, shared by all tasks; `encoder.block17.project_bn`
+  outputs the shared stride-16 features (`SHARED_FEATURES_LAYER`), `encoder.block17.project`
+  is the last shared convolution (`LAST_SHARED_LAYER`).
+- `<task>_decoder.*`: one DeepLabV3+ lite decoder per task; its last layer is named `<task>`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from keras_mtl.errors import UserError
+from keras_mtl.models.blocks import SEPARATOR, fuse_streams
+from keras_mtl.models.decoders import deeplabv3plus_lite_decoder
+from keras_mtl.models.mobilenetv2 import (
+    check_backbone,
+    mobilenetv2_encoder,
+    mobilenetv2_stem,
+    stem_channels,
+)
+from keras_mtl.tasks import INPUT_NAMES, TASK_NAMES, TASKS, num_channels
+
+OUTPUT_STRIDE = 16
+SHARED_FEATURES_LAYER = f"encoder{SEPARATOR}block17{SEPARATOR}project_bn"
+LAST_SHARED_LAYER = f"encoder{SEPARATOR}block17{SEPARATOR}project"
+FUSE_PREFIX = "fuse"
+ENCODER_PREFIX = "encoder"
+
+
+def stem_prefix(input_name: str) -> str:
+    """Layer name prefix of the stem of one input (`flow_stem`, `rgb_stem`)."""
+    return f"{input_name}_stem"
+
+
+def decoder_prefix(task: str) -> str:
+    """Layer name prefix of the decoder of one task (`depth_decoder`, ...)."""
+    return f"{task}_decoder"
+
+
+def check_img_size(img_size: Sequence[int]) -> tuple[int, int]:
+    """Returns `img_size` as (H, W); ValueError unless both are positive multiples of 16."""
+    if len(img_size) != 2:
+        raise ValueError(f"img_size must be (height, width), got {tuple(img_size)}")
+    height, width = (int(v) for v in img_size)
+    if height <= 0 or width <= 0 or height % OUTPUT_STRIDE or width % OUTPUT_STRIDE:
+        raise ValueError(
+            f"image size {height}x{width} is not usable: height and width must be positive "
+            f"multiples of {OUTPUT_STRIDE} (the network's output stride)"
+        )
+    return height, width
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class MultiTaskNet(keras.Model):
+    """Dense multi-task network: MobileNetV2 streams, stride-4 fusion, one decoder per task.
+
+    Each input (`flow`, `rgb`: H x W x 3, normalised) runs through its own copy of MobileNetV2
+    blocks 0-3 (stride 4); with two inputs the stems are fused (concat -> depthwise 3x3 + BN ->
+    1x1 + BN, no activation). Blocks 4-17 (stride 16, no 1280 conv) are shared. Each task has a
+    DeepLabV3+ lite decoder fed the stride-16 features and the stride-4 fused features.
+    Outputs are float32 also under mixed precision: `depth` [B,H,W,1] metres (no activation),
+    `semantic` [B,H,W,C] logits, `motion` [B,H,W,2] logits.
+
+    Args:
+        img_size: input (height, width), multiples of 16.
+        tasks: which outputs to build, a subset of `("depth", "semantic", "motion")`.
+        input_names: which inputs the model takes, a subset of `("flow", "rgb")`.
+        semantic_classes: semantic classes C (5 or 19 in this project).
+        backbone: `mobilenetv2` (torchvision blocks) or `mobilenetv2_ericsun` (the t=1 block
+            keeps its 1x1 expansion, the original multi-task network).
+        width_mult: MobileNetV2 channel multiplier (channels rounded to multiples of 8).
+        dropout: channel dropout after each ASPP concat (training only).
+        **kwargs: `name`, `trainable`.
+
+    Example:
+
+    ```python
+    model = MultiTaskNet(img_size=(64, 128), width_mult=0.25)
+    outputs = model({"flow": np.zeros((1, 64, 128, 3)), "rgb": np.zeros((1, 64, 128, 3))})
+    outputs["semantic"].shape  # (1, 64, 128, 5)
+    ```
+    """
+
+    def __init__(
+        self,
+        img_size: Sequence[int] = (384, 768),
+        tasks: Sequence[str] = TASK_NAMES,
+        input_names: Sequence[str] = INPUT_NAMES,
+        semantic_classes: int = 5,
+        backbone: str = "mobilenetv2_ericsun",
+        width_mult: float = 1.0,
+        dropout: float = 0.2,
+        **kwargs,
+    ) -> None:
+        height, width = check_img_size(img_size)
+        check_backbone(backbone)
+        tasks = tuple(tasks)
+        # Inputs always in the canonical order: fusion concatenates [flow, rgb].
+        input_names = tuple(name for name in INPUT_NAMES if name in tuple(input_names))
+        unknown_tasks = set(tasks) - set(TASK_NAMES)
+        if not tasks or unknown_tasks or len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks must be distinct names from {TASK_NAMES}, got {tasks}")
+        if not input_names:
+            raise ValueError(f"input_names must name at least one of {INPUT_NAMES}")
+        if semantic_classes < 2:
+            raise ValueError(f"semantic_classes must be >= 2, got {semantic_classes}")
+        if width_mult <= 0:
+            raise ValueError(f"width_mult must be positive, got {width_mult}")
+
+        # === Functional model ===
+        inputs = {
+            name: keras.Input(shape=(height, width, 3), name=name, dtype="float32")
+            for name in input_names
+        }
+        streams = [
+            mobilenetv2_stem(inputs[name], stem_prefix(name), backbone, width_mult)
+            for name in input_names
+        ]
+        if len(streams) > 1:
+            stride4 = fuse_streams(streams, stem_channels(width_mult), name=FUSE_PREFIX)
+        else:
+            stride4 = streams[0]
+        stride16 = mobilenetv2_encoder(stride4, ENCODER_PREFIX, width_mult)
+        outputs = {
+            task: deeplabv3plus_lite_decoder(
+                stride16,
+                stride4,
+                num_channels(task, semantic_classes),
+                prefix=decoder_prefix(task),
+                output_name=task,
+                dropout=dropout,
+            )
+            for task in tasks
+        }
+        kwargs.setdefault("name", "multi_task_net" if len(tasks) > 1 else f"{tasks[0]}_net")
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.img_size = (height, width)
+        self.tasks = tasks
+        self.input_names = input_names
+        self.semantic_classes = semantic_classes
+        self.backbone = backbone
+        self.width_mult = width_mult
+        self.dropout = dropout
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "img_size": list(self.img_size),
+            "tasks": list(self.tasks),
+            "input_names": list(self.input_names),
+            "semantic_classes": self.semantic_classes,
+            "backbone": self.backbone,
+            "width_mult": self.width_mult,
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MultiTaskNet:
+        return cls(**config)
+
+
+def build_multitask_model(
+    img_size: Sequence[int] = (384, 768),
+    semantic_classes: int = 5,
+    backbone: str = "mobilenetv2_ericsun",
+    width_mult: float = 1.0,
+    dropout: float = 0.2,
+) -> MultiTaskNet:
+    """The multi-task network: inputs `flow`, `rgb`; outputs `depth`, `semantic`, `motion`.
+
+    Args:
+        img_size: input (height, width), multiples of 16 (ValueError otherwise).
+        semantic_classes: semantic classes (5 or 19).
+        backbone: `mobilenetv2_ericsun` (the original) or `mobilenetv2`.
+        width_mult: MobileNetV2 channel multiplier.
+        dropout: ASPP channel dropout.
+
+    Example:
+
+    ```python
+    model = build_multitask_model((384, 768))
+    sorted(model.output.keys())  # ['depth', 'motion', 'semantic']
+    ```
+    """
+    return MultiTaskNet(
+        img_size=img_size,
+        tasks=TASK_NAMES,
+        input_names=INPUT_NAMES,
+        semantic_classes=semantic_classes,
+        backbone=backbone,
+        width_mult=width_mult,
+        dropout=dropout,
+    )
+
+
+def build_single_task_model(
+    task: str,
+    img_size: Sequence[int] = (384, 768),
+    semantic_classes: int = 5,
+    backbone: str = "mobilenetv2",
+    width_mult: float = 1.0,
+    dropout: float = 0.2,
+) -> MultiTaskNet:
+    """A single-task baseline: the inputs of `TASKS[task].inputs`, one decoder, output `{task}`.
+
+    Depth and semantic take `rgb` only (no fusion: the decoder shortcut is the RGB stem);
+    motion takes `flow` and `rgb` with the same fusion as the multi-task network.
+
+    Example:
+
+    ```python
+    model = build_single_task_model("depth", (384, 768))
+    list(model.input.keys())  # ['rgb']
+    ```
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASK_NAMES}")
+    return MultiTaskNet(
+        img_size=img_size,
+        tasks=(task,),
+        input_names=TASKS[task].inputs,
+        semantic_classes=semantic_classes,
+        backbone=backbone,
+        width_mult=width_mult,
+        dropout=dropout,
+    )
+
+
+def shared_features_model(model: keras.Model) -> keras.Model:
+    """The same network with one more output, `shared_features` (`SHARED_FEATURES_LAYER`).
+
+    Shares layers and weights with `model`. Calling it under a `tf.GradientTape` lets a
+    weighting take per-task gradients at the shared feature map (`tape.gradient(loss_i,
+    outputs["shared_features"])`) in the same forward pass that produces the task outputs.
+    """
+    model = unwrap_model(model)
+    outputs = dict(model.output)
+    outputs["shared_features"] = model.get_layer(SHARED_FEATURES_LAYER).output
+    return keras.Model(model.input, outputs, name=f"{model.name}_with_shared_features")
+
+
+def unwrap_model(model: keras.Model) -> keras.Model:
+    """The functional network inside `model`: itself, or `model.model` (the trainer)."""
+    if not isinstance(model, MultiTaskNet) and isinstance(
+        getattr(model, "model", None), keras.Model
+    ):
+        return model.model
+    return model
+
+
+def rebuild(model: keras.Model, img_size: Sequence[int]) -> MultiTaskNet:
+    """The same architecture at another input size, carrying the same weights.
+
+    Every layer is size-independent (convolutions, BN, fixed x4 upsampling), so the weights
+    transfer unchanged; outputs match wherever the receptive fields see the same pixels.
+
+    Args:
+        model: a `MultiTaskNet` (or an object whose `.model` is one, e.g. the trainer).
+        img_size: new (height, width), multiples of 16.
+    """
+    model = unwrap_model(model)
+    if not isinstance(model, MultiTaskNet):
+        raise ValueError(
+            f"rebuild needs a MultiTaskNet (from build_multitask_model/build_single_task_model), "
+            f"got {type(model).__name__}"
+        )
+    config = model.get_config()
+    config["img_size"] = list(check_img_size(img_size))
+    resized = MultiTaskNet.from_config(config)
+    resized.set_weights(model.get_weights())
+    return resized
+
+
+def _load_source(checkpoint: str | os.PathLike | keras.Model) -> tuple[keras.Model, str]:
+    if isinstance(checkpoint, keras.Model):
+        return unwrap_model(checkpoint), type(checkpoint).__name__
+    path = os.fspath(checkpoint)
+    if not os.path.isfile(path):
+        raise UserError(f"pretrained checkpoint {path} does not exist: pass a .keras file")
+    if not path.endswith(".keras"):
+        raise UserError(f"pretrained checkpoint {path} is not a .keras file (the only format read)")
+    # A trainer checkpoint needs the trainer and weighting classes registered before loading.
+    try:
+        importlib.import_module("keras_mtl.training")
+    except ImportError:
+        pass
+    try:
+        loaded = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 - any failure here is a bad file for the user
+        raise UserError(f"could not load pretrained checkpoint {path}: {error}") from error
+    return unwrap_model(loaded), path
+
+
+def _layers_with_weights(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    layers = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            layers.update(_layers_with_weights(layer))
+        elif layer.weights:
+            layers[layer.name] = layer
+    return layers
+
+
+def _candidate_sources(name: str, source_names: set[str]) -> list[str]:
+    """Source layer names to try for target layer `name`, best first."""
+    candidates = [name]
+    prefix, _, rest = name.partition(SEPARATOR)
+    stems = [stem_prefix(input_name) for input_name in INPUT_NAMES]
+    decoders = [decoder_prefix(task) for task in TASK_NAMES]
+    if prefix in stems:
+        # A single-stream model's stem initialises both streams.
+        candidates += [f"{other}{SEPARATOR}{rest}" for other in stems if other != prefix]
+    elif prefix in decoders:
+        # A single decoder initialises every decoder (where shapes match).
+        candidates += [f"{other}{SEPARATOR}{rest}" for other in decoders if other != prefix]
+    return [candidate for candidate in candidates if candidate in source_names]
+
+
+def load_pretrained(
+    model: keras.Model, checkpoint: str | os.PathLike | keras.Model
+) -> dict[str, Any]:
+    """Copies weights into `model` by layer name where the shapes match.
+
+    A layer takes the weights of the source layer of the same name; failing that, a stem
+    (`flow_stem.*`/`rgb_stem.*`) takes the other stream's stem and a decoder takes another
+    task's decoder (so a single-task RGB model initialises both streams and all decoders, as
+    the original did). Layers whose shapes differ (e.g. a classifier with another class count)
+    are skipped.
+
+    Args:
+        model: the model to initialise (a `MultiTaskNet`, or the trainer holding one).
+        checkpoint: a `.keras` file (a functional model, or an object with a `.model`
+            attribute such as the trainer checkpoint) or a model.
+
+    Returns:
+        `{"source": str, "copied": {target layer: source layer}, "skipped": {target layer:
+        reason}}`.
+
+    Example:
+
+    ```python
+    report = load_pretrained(model, "runs/semantic/model_best.keras")
+    len(report["copied"]), report["skipped"]
+    ```
+    """
+    source, source_name = _load_source(checkpoint)
+    target_layers = _layers_with_weights(unwrap_model(model))
+    source_layers = _layers_with_weights(source)
+    copied: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for name, layer in target_layers.items():
+        candidates = _candidate_sources(name, set(source_layers))
+        if not candidates:
+            skipped[name] = "not in source"
+            continue
+        shapes = [tuple(weight.shape) for weight in layer.weights]
+        reasons = []
+        for candidate in candidates:
+            source_weights = source_layers[candidate].get_weights()
+            if [tuple(weight.shape) for weight in source_weights] == shapes:
+                layer.set_weights(source_weights)
+                copied[name] = candidate
+                break
+            reasons.append(
+                f"shape mismatch with {candidate}: "
+                f"{[tuple(w.shape) for w in source_weights]} vs {shapes}"
+            )
+        else:
+            skipped[name] = "; ".join(reasons)
+    return {"source": source_name, "copied": copied, "skipped": skipped}

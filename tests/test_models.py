@@ -1,0 +1,281 @@
+"""Model builders: inputs/outputs, fusion arithmetic, save/load, rebuild, pretrained loading."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mtl.errors import UserError
+from keras_mtl.models import (
+    LAST_SHARED_LAYER,
+    SHARED_FEATURES_LAYER,
+    MultiTaskNet,
+    build_multitask_model,
+    build_single_task_model,
+    load_pretrained,
+    rebuild,
+    shared_features_model,
+)
+
+# Keras converts variables with np.array(copy=False) internally; numpy 2 warns, harmlessly.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+IMG_SIZE = (64, 128)
+WIDTH = 0.25
+
+
+def _randomize_batch_norms(model: keras.Model, seed: int) -> None:
+    """Non-trivial BN statistics, so that copied/saved/normalised values are really tested."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0.0, 0.2, shape).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape).astype("float32"))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
+            layer.beta.assign(rng.normal(0.0, 0.2, shape).astype("float32"))
+
+
+def _inputs(seed: int = 0, size: tuple[int, int] = IMG_SIZE, batch: int = 2) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        name: rng.normal(0.0, 1.0, (batch, *size, 3)).astype("float32") for name in ("flow", "rgb")
+    }
+
+
+def _numpy_outputs(model: keras.Model, inputs: dict) -> dict[str, np.ndarray]:
+    wanted = {name: inputs[name] for name in model.input}
+    return {name: np.asarray(value) for name, value in model(wanted, training=False).items()}
+
+
+@pytest.fixture(scope="module")
+def multitask() -> MultiTaskNet:
+    model = build_multitask_model(IMG_SIZE, semantic_classes=5, width_mult=WIDTH)
+    _randomize_batch_norms(model, seed=1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def single_semantic() -> MultiTaskNet:
+    model = build_single_task_model("semantic", IMG_SIZE, semantic_classes=19, width_mult=WIDTH)
+    _randomize_batch_norms(model, seed=2)
+    return model
+
+
+def test_multitask_inputs_outputs(multitask):
+    assert sorted(multitask.input) == ["flow", "rgb"]
+    for name in ("flow", "rgb"):
+        assert tuple(multitask.input[name].shape) == (None, 64, 128, 3)
+    expected = {"depth": 1, "semantic": 5, "motion": 2}
+    assert sorted(multitask.output) == sorted(expected)
+    outputs = _numpy_outputs(multitask, _inputs())
+    for task, channels in expected.items():
+        assert outputs[task].shape == (2, 64, 128, channels)
+        assert outputs[task].dtype == np.float32
+        assert np.all(np.isfinite(outputs[task]))
+    # Depth has no output activation: negative metres are possible from a random init.
+    assert outputs["depth"].min() < 0 < outputs["depth"].max()
+
+
+def test_shared_layer_handles(multitask):
+    features = multitask.get_layer(SHARED_FEATURES_LAYER)
+    assert tuple(features.output.shape) == (None, 4, 8, 80)  # stride 16, 320 * 0.25 channels
+    kernel = multitask.get_layer(LAST_SHARED_LAYER).kernel
+    assert tuple(kernel.shape) == (1, 1, 240, 80)
+    # Every decoder consumes the shared features; nothing after them is shared.
+    consumers = {node.operation.name for node in features._outbound_nodes}
+    assert {name.split(".")[0] for name in consumers} == {
+        "depth_decoder",
+        "semantic_decoder",
+        "motion_decoder",
+    }
+
+
+def test_shared_features_model_gradients(multitask):
+    probe = shared_features_model(multitask)
+    inputs = {name: tf.constant(value) for name, value in _inputs(7, batch=1).items()}
+    with tf.GradientTape(persistent=True) as tape:
+        outputs = probe(inputs, training=False)
+        depth_loss = tf.reduce_mean(outputs["depth"] ** 2)
+        motion_loss = tf.reduce_mean(outputs["motion"])
+    features = outputs["shared_features"]
+    assert tuple(features.shape) == (1, 4, 8, 80)
+    plain = _numpy_outputs(multitask, inputs)
+    np.testing.assert_allclose(np.asarray(outputs["depth"]), plain["depth"], rtol=1e-5, atol=1e-5)
+    depth_grad = tape.gradient(depth_loss, features)
+    motion_grad = tape.gradient(motion_loss, features)
+    assert depth_grad.shape == features.shape and float(tf.norm(depth_grad)) > 0
+    assert float(tf.norm(depth_grad - motion_grad)) > 0  # each task its own gradient
+    kernel = multitask.get_layer(LAST_SHARED_LAYER).kernel
+    assert float(tf.norm(tape.gradient(depth_loss, kernel.value))) > 0
+
+
+def test_width_one_channels():
+    model = build_multitask_model((32, 32), semantic_classes=19, backbone="mobilenetv2")
+    assert model.get_layer(SHARED_FEATURES_LAYER).output.shape[-1] == 320
+    assert model.get_layer("fuse.project").kernel.shape == (1, 1, 48, 24)
+    assert model.get_layer("semantic_decoder.classifier").kernel.shape == (1, 1, 304, 19)
+    assert model.get_layer("depth_decoder.aspp_concat").output.shape[-1] == 1024
+    # torchvision blocks: the t=1 block has no expansion; ericsun keeps it.
+    names = {layer.name for layer in model.layers}
+    assert "rgb_stem.block1.expand" not in names
+    assert "rgb_stem.block1.depthwise" in names
+
+
+def test_fusion_has_no_activation_and_matches_numpy(multitask):
+    probe = keras.Model(
+        multitask.input,
+        [
+            multitask.get_layer("flow_stem.block3.add").output,
+            multitask.get_layer("rgb_stem.block3.add").output,
+            multitask.get_layer("fuse.project_bn").output,
+        ],
+    )
+    flow, rgb, fused = (np.asarray(t) for t in probe(_inputs(3), training=False))
+    assert not any(
+        layer.name.startswith("fuse.") and "relu" in layer.name for layer in multitask.layers
+    )
+
+    def bn(x, layer):
+        mean, var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+        gamma, beta = layer.gamma.numpy(), layer.beta.numpy()
+        return (x - mean) / np.sqrt(var + layer.epsilon) * gamma + beta
+
+    x = np.concatenate([flow, rgb], axis=-1)
+    kernel = multitask.get_layer("fuse.depthwise").kernel.numpy()[..., 0]  # 3x3xC
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    height, width = x.shape[1:3]
+    depthwise = sum(
+        padded[:, i : i + height, j : j + width, :] * kernel[i, j]
+        for i in range(3)
+        for j in range(3)
+    )
+    y = bn(depthwise, multitask.get_layer("fuse.depthwise_bn"))
+    y = y @ multitask.get_layer("fuse.project").kernel.numpy()[0, 0]
+    expected = bn(y, multitask.get_layer("fuse.project_bn"))
+    np.testing.assert_allclose(fused, expected, rtol=1e-4, atol=1e-4)
+    assert expected.min() < 0  # a ReLU would have removed these
+
+
+def test_mixed_precision_outputs_are_float32():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = build_single_task_model("motion", (32, 32), width_mult=WIDTH)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.get_layer("encoder.block4.expand").compute_dtype == "float16"
+    inputs = _inputs(size=(32, 32), batch=1)
+    assert _numpy_outputs(model, inputs)["motion"].dtype == np.float32
+
+
+def test_single_task_inputs_and_outputs(single_semantic):
+    depth = build_single_task_model("depth", IMG_SIZE, width_mult=WIDTH)
+    motion = build_single_task_model("motion", IMG_SIZE, width_mult=WIDTH)
+    assert list(depth.input) == ["rgb"] and list(depth.output) == ["depth"]
+    assert list(single_semantic.input) == ["rgb"] and list(single_semantic.output) == ["semantic"]
+    assert sorted(motion.input) == ["flow", "rgb"] and list(motion.output) == ["motion"]
+    names = {layer.name for layer in depth.layers}
+    assert not any(name.startswith(("flow_stem.", "fuse.")) for name in names)
+    assert "fuse.project" in {layer.name for layer in motion.layers}
+    outputs = _numpy_outputs(single_semantic, _inputs())
+    assert outputs["semantic"].shape == (2, 64, 128, 19)
+    assert _numpy_outputs(motion, _inputs())["motion"].shape == (2, 64, 128, 2)
+
+
+def test_bad_sizes_and_names():
+    with pytest.raises(ValueError, match="multiples of 16"):
+        build_multitask_model((60, 128), width_mult=WIDTH)
+    with pytest.raises(ValueError, match="backbone"):
+        build_multitask_model(IMG_SIZE, backbone="resnet50", width_mult=WIDTH)
+    with pytest.raises(ValueError, match="unknown task"):
+        build_single_task_model("normals", IMG_SIZE)
+
+
+def test_save_load_round_trip(multitask, tmp_path):
+    path = tmp_path / "model.keras"
+    multitask.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    assert isinstance(loaded, MultiTaskNet)
+    assert loaded.get_config() == multitask.get_config()
+    inputs = _inputs(4)
+    expected = _numpy_outputs(multitask, inputs)
+    actual = _numpy_outputs(loaded, inputs)
+    for task in expected:
+        np.testing.assert_array_equal(actual[task], expected[task])
+
+
+def test_rebuild_carries_weights(multitask):
+    larger = rebuild(multitask, (96, 160))
+    assert tuple(larger.input["rgb"].shape) == (None, 96, 160, 3)
+    assert larger.output["semantic"].shape[1:] == (96, 160, 5)
+    for a, b in zip(multitask.get_weights(), larger.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The same network at the larger size: its outputs on a larger input differ from the
+    # original's only through the input, so rebuilding back gives identical outputs.
+    back = rebuild(larger, IMG_SIZE)
+    inputs = _inputs(5)
+    expected = _numpy_outputs(multitask, inputs)
+    actual = _numpy_outputs(back, inputs)
+    for task in expected:
+        np.testing.assert_array_equal(actual[task], expected[task])
+    assert _numpy_outputs(larger, _inputs(5, (96, 160), 1))["depth"].shape == (1, 96, 160, 1)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        rebuild(multitask, (100, 160))
+
+
+def test_load_pretrained_single_stream_into_both_streams(single_semantic, tmp_path):
+    path = tmp_path / "semantic.keras"
+    single_semantic.save(path)
+    target = build_multitask_model(IMG_SIZE, semantic_classes=5, width_mult=WIDTH)
+    report = load_pretrained(target, str(path))
+    copied, skipped = report["copied"], report["skipped"]
+    # Both streams get the single-stream (RGB) stem, every decoder gets the semantic decoder.
+    assert copied["flow_stem.block0"] == "rgb_stem.block0"
+    assert copied["rgb_stem.block0"] == "rgb_stem.block0"
+    assert copied["depth_decoder.aspp_d4.depthwise"] == "semantic_decoder.aspp_d4.depthwise"
+    assert copied["encoder.block17.project_bn"] == "encoder.block17.project_bn"
+    for stream in ("flow_stem", "rgb_stem"):
+        for name in ("block0", "block2.expand", "block3.project_bn"):
+            source = single_semantic.get_layer(f"rgb_stem.{name}").get_weights()
+            for a, b in zip(
+                target.get_layer(f"{stream}.{name}").get_weights(), source, strict=True
+            ):
+                np.testing.assert_array_equal(a, b)
+    motion_kernel = target.get_layer("motion_decoder.aspp_project").kernel.numpy()
+    semantic_kernel = single_semantic.get_layer("semantic_decoder.aspp_project").kernel.numpy()
+    np.testing.assert_array_equal(motion_kernel, semantic_kernel)
+    # Not in a single-stream model: the fusion; 19 != 1/5/2 output channels: the classifiers;
+    # the torchvision source has no t=1 expansion for the ericsun target.
+    for name in ("fuse.project", "depth_decoder.classifier", "semantic_decoder.classifier"):
+        assert name in skipped, name
+    assert "shape mismatch" in skipped["semantic_decoder.classifier"]
+    assert skipped["rgb_stem.block1.expand"] == "not in source"
+    assert set(copied).isdisjoint(skipped)
+
+
+def test_load_pretrained_from_trainer_like_object(multitask):
+    class Holder(keras.Model):  # stands for the trainer: the network is its `.model`
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+    target = build_multitask_model(IMG_SIZE, semantic_classes=5, width_mult=WIDTH)
+    report = load_pretrained(target, Holder(multitask))
+    assert report["skipped"] == {}
+    inputs = _inputs(6)
+    expected = _numpy_outputs(multitask, inputs)
+    actual = _numpy_outputs(target, inputs)
+    for task in expected:
+        np.testing.assert_array_equal(actual[task], expected[task])
+
+
+def test_load_pretrained_bad_path(multitask, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_pretrained(multitask, tmp_path / "missing.keras")
+    other = tmp_path / "weights.h5"
+    other.write_bytes(b"x")
+    with pytest.raises(UserError, match="not a .keras file"):
+        load_pretrained(multitask, other)
