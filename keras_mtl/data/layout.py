@@ -7,6 +7,14 @@ unpacks as `leftImg8bit`). Files are matched by stem `<city>_<seq>_<frame>`, nev
 
 from __future__ import annotations
 
+import difflib
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keras_mtl.errors import UserError
+
 DEFAULT_DATA_PATH = "./data/datasets/cityscapes/data"
 
 RGB_DIR = "leftImg8bit"
@@ -30,3 +38,393 @@ SPLITS = ("train", "val", "test")
 # Depth from disparity: depth = fx * baseline / ((p - 1) / 256), clipped to this range (metres).
 MIN_DEPTH = 1.0
 MAX_DEPTH = 255.0
+
+# ---------------------------------------------------------------------------------------------
+# Discovery and validation.
+
+# The modalities one training frame needs, in the order errors list them.
+MODALITIES: tuple[str, ...] = ("rgb", "flow", "semantic", "motion", "disparity", "camera")
+_MAX_NAMED = 10  # how many stems/files an error message spells out before "and N more"
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> channels
+_PNG_COLOUR_NAMES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
+
+
+def modality_locations(
+    semantic_classes: int = 5, flow_dir: str = FLOW_DIR
+) -> dict[str, tuple[str, str | None]]:
+    """Folder and file suffix of every modality (suffix None = any name starting with the stem).
+
+    Args:
+        semantic_classes: 5 reads `*_gtFine_labelTrainIds.png`, 19 reads `*_gtFine_labelIds.png`.
+        flow_dir: name of the flow folder under the root.
+    """
+    if semantic_classes not in (5, 19):
+        raise UserError(f"--semantic_classes must be 5 or 19, got {semantic_classes}")
+    return {
+        "rgb": (RGB_DIR, RGB_SUFFIX),
+        "flow": (flow_dir, None),
+        "semantic": (GT_DIR, FIVE_CLASS_SUFFIX if semantic_classes == 5 else LABEL_IDS_SUFFIX),
+        "motion": (GT_DIR, MOTION_SUFFIX),
+        "disparity": (DISPARITY_DIR, DISPARITY_SUFFIX),
+        "camera": (CAMERA_DIR, CAMERA_SUFFIX),
+    }
+
+
+def _name_some(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_NAMED])
+    if len(items) > _MAX_NAMED:
+        shown += f" and {len(items) - _MAX_NAMED} more"
+    return shown
+
+
+def find_child_dir(parent: Path, name: str, what: str) -> Path:
+    """The sub-folder of `parent` called `name`, matched case-insensitively.
+
+    Args:
+        parent: folder to look in.
+        name: wanted folder name (`leftImg8bit` also finds `leftimg8bit`).
+        what: how to name the folder in the error (e.g. "--data_path", "flow folder").
+
+    Raises:
+        UserError: no such folder; the message suggests the closest existing name.
+    """
+    exact = parent / name
+    if exact.is_dir():
+        return exact
+    children = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+    for child in children:
+        if child.lower() == name.lower():
+            return parent / child
+    close = difflib.get_close_matches(name.lower(), [c.lower() for c in children], n=1, cutoff=0.5)
+    hint = ""
+    if close:
+        hint = f"; did you mean {next(c for c in children if c.lower() == close[0])!r}?"
+    elif children:
+        hint = f"; it holds {_name_some(children)}"
+    raise UserError(f"{what}: no folder {name!r} in {parent}{hint}")
+
+
+def resolve_root(data_path: str | Path) -> Path:
+    """Checks that the dataset root exists and returns it as a Path.
+
+    Raises:
+        UserError: the folder does not exist; the message suggests the closest existing name of
+            the first missing path component (e.g. the seed's misspelt `datatsets`).
+    """
+    root = Path(data_path)
+    if root.is_dir():
+        return root
+    existing = Path(root.anchor) if root.is_absolute() else Path(".")
+    for part in root.parts[len(existing.parts) if root.is_absolute() else 0 :]:
+        if not (existing / part).is_dir():
+            children = sorted(p.name for p in existing.iterdir() if p.is_dir())
+            close = difflib.get_close_matches(part, children, n=1, cutoff=0.6)
+            if close:
+                raise UserError(
+                    f"--data_path {root}: no such folder ({existing / part} is missing); "
+                    f"did you mean {str(existing / close[0])!r}?"
+                )
+            break
+        existing = existing / part
+    raise UserError(
+        f"--data_path {root}: no such folder; point it at the dataset root that holds "
+        f"{RGB_DIR}/, {GT_DIR}/, {DISPARITY_DIR}/, {CAMERA_DIR}/ and the flow folder "
+        f"(python -m data_tools.synthetic writes one)"
+    )
+
+
+def list_splits(data_path: str | Path) -> list[str]:
+    """Splits (sub-folders of the RGB folder) present in the dataset, sorted."""
+    rgb_root = find_child_dir(resolve_root(data_path), RGB_DIR, "--data_path")
+    return sorted(p.name for p in rgb_root.iterdir() if p.is_dir())
+
+
+def _split_dir(root: Path, folder: str, split: str) -> Path:
+    modality_dir = find_child_dir(root, folder, "--data_path")
+    return find_child_dir(modality_dir, split, f"split {split!r}")
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+@dataclass
+class FrameFiles:
+    """The files of one frame, found by stem."""
+
+    stem: str
+    rgb: Path
+    flow: Path
+    semantic: Path
+    motion: Path
+    disparity: Path
+    camera: Path
+
+
+@dataclass
+class SplitScan:
+    """What discovery found in one split: complete frames and the problems.
+
+    Attributes:
+        frames: stem -> {modality: path} for frames that have every modality.
+        missing: stem -> names of the modalities it lacks (frames are anchored on RGB files).
+        duplicates: messages about stems with more than one candidate file for a modality.
+    """
+
+    split: str
+    frames: dict[str, dict[str, Path]] = field(default_factory=dict)
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    duplicates: list[str] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        """One line per frame with a missing modality, then one per duplicate."""
+        lines = [
+            f"{self.split}: frame {stem} has no {', '.join(mods)}"
+            for stem, mods in sorted(self.missing.items())
+        ]
+        return lines + [f"{self.split}: {message}" for message in self.duplicates]
+
+
+def _index_by_suffix(files: list[Path], suffix: str) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    suffix_lower = suffix.lower()
+    for path in files:
+        if path.name.lower().endswith(suffix_lower):
+            found.setdefault(path.name[: -len(suffix)], []).append(path)
+    return found
+
+
+def _index_by_prefix(files: list[Path], stems: set[str]) -> dict[str, list[Path]]:
+    """Maps each stem to the files whose name is the stem followed by '_' or '.'."""
+    found: dict[str, list[Path]] = {}
+    for path in files:
+        name = path.name
+        # The longest prefix that ends just before a separator and is a known stem.
+        for end in range(len(name) - 1, 0, -1):
+            if name[end] in "_." and name[:end] in stems:
+                found.setdefault(name[:end], []).append(path)
+                break
+    return found
+
+
+def _pick_flow(stem: str, candidates: list[Path]) -> Path | None:
+    if len(candidates) == 1:
+        return candidates[0]
+    preferred = [p for p in candidates if p.name.lower() == (stem + RGB_SUFFIX).lower()]
+    return preferred[0] if len(preferred) == 1 else None
+
+
+def scan_split(
+    data_path: str | Path, split: str, semantic_classes: int = 5, flow_dir: str = FLOW_DIR
+) -> SplitScan:
+    """Finds every frame of `split` by stem and records what is missing, without raising on it.
+
+    Frames are anchored on the RGB files (`<stem>_leftImg8bit.png`); files of other modalities
+    without an RGB frame are ignored, as are unrelated files (colour labels, polygons, ...).
+
+    Raises:
+        UserError: missing root, modality folder or split folder.
+    """
+    root = resolve_root(data_path)
+    locations = modality_locations(semantic_classes, flow_dir)
+    scan = SplitScan(split=split)
+    files_by_folder: dict[str, list[Path]] = {}
+    for folder, _ in locations.values():
+        if folder not in files_by_folder:
+            try:
+                split_dir = _split_dir(root, folder, split)
+            except UserError as error:
+                if folder != flow_dir:
+                    raise
+                raise UserError(
+                    f"{error} (the flow folder: compute flow with `python -m data_tools.flow "
+                    f"--data_path {data_path}` or name another folder with --flow_dir)"
+                ) from None
+            files_by_folder[folder] = _files(split_dir)
+    rgb_index = _index_by_suffix(files_by_folder[RGB_DIR], RGB_SUFFIX)
+    stems = set(rgb_index)
+    indexes: dict[str, dict[str, list[Path]]] = {"rgb": rgb_index}
+    for modality, (folder, suffix) in locations.items():
+        if modality == "rgb":
+            continue
+        if suffix is None:
+            pngs = [p for p in files_by_folder[folder] if p.name.lower().endswith(".png")]
+            indexes[modality] = _index_by_prefix(pngs, stems)
+        else:
+            indexes[modality] = _index_by_suffix(files_by_folder[folder], suffix)
+    for stem in sorted(stems):
+        paths: dict[str, Path] = {}
+        missing = []
+        for modality in MODALITIES:
+            candidates = indexes[modality].get(stem, [])
+            if not candidates:
+                missing.append(modality)
+                continue
+            chosen = _pick_flow(stem, candidates) if modality == "flow" else None
+            if chosen is None and len(candidates) == 1:
+                chosen = candidates[0]
+            if chosen is None:
+                scan.duplicates.append(
+                    f"frame {stem} has several {modality} files: "
+                    f"{_name_some([str(p) for p in candidates])}; remove all but one"
+                )
+                continue
+            paths[modality] = chosen
+        if missing:
+            scan.missing[stem] = missing
+        elif len(paths) == len(MODALITIES):
+            scan.frames[stem] = paths
+    return scan
+
+
+def discover_frames(
+    data_path: str | Path, split: str, semantic_classes: int = 5, flow_dir: str = FLOW_DIR
+) -> list[FrameFiles]:
+    """Every frame of `split`, sorted by stem, each with all its files.
+
+    Raises:
+        UserError: missing root/folder, frames with a missing modality (named), duplicate
+            candidates, or an empty split.
+    """
+    scan = scan_split(data_path, split, semantic_classes, flow_dir)
+    if scan.missing:
+        by_modality: dict[str, list[str]] = {}
+        for stem, mods in sorted(scan.missing.items()):
+            for mod in mods:
+                by_modality.setdefault(mod, []).append(stem)
+        details = "; ".join(
+            f"no {mod} ({locations_hint(mod, semantic_classes, flow_dir)}) for {_name_some(stems)}"
+            for mod, stems in by_modality.items()
+        )
+        raise UserError(
+            f"--data_path {data_path}, split {split!r}: {len(scan.missing)} frame(s) lack a "
+            f"modality: {details}. Run `python -m data_tools.check --data_path {data_path}` "
+            f"for the full list"
+        )
+    if scan.duplicates:
+        raise UserError(f"--data_path {data_path}, split {split!r}: {scan.duplicates[0]}")
+    if not scan.frames:
+        raise UserError(
+            f"--data_path {data_path}, split {split!r}: no frames (no *{RGB_SUFFIX} files under "
+            f"{RGB_DIR}/{split}/); check the split name or generate data"
+        )
+    return [FrameFiles(stem=stem, **paths) for stem, paths in sorted(scan.frames.items())]
+
+
+def locations_hint(modality: str, semantic_classes: int = 5, flow_dir: str = FLOW_DIR) -> str:
+    """Where a modality's files are expected, for error messages."""
+    folder, suffix = modality_locations(semantic_classes, flow_dir)[modality]
+    return f"{folder}/<split>/<city>/<stem>{suffix or '*.png'}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Cheap file checks that run before any decoding, so bad files get a named error.
+
+
+@dataclass(frozen=True)
+class PngInfo:
+    """Header facts of one PNG file."""
+
+    height: int
+    width: int
+    bit_depth: int
+    channels: int
+    colour_type: int
+
+
+def read_png_info(path: str | Path) -> PngInfo:
+    """Reads a PNG header and checks that the file is not truncated (ends with IEND).
+
+    Raises:
+        UserError: not a PNG, or truncated.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(33)
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - 12))
+            tail = handle.read(12)
+    except OSError as error:
+        raise UserError(f"{path}: cannot read ({error.strerror})") from None
+    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise UserError(f"{path}: not a PNG file (corrupt or wrong format); regenerate it")
+    if b"IEND" not in tail:
+        raise UserError(f"{path}: truncated PNG (no IEND chunk at the end); regenerate it")
+    width, height = struct.unpack(">II", head[16:24])
+    bit_depth, colour_type = head[24], head[25]
+    if colour_type not in _PNG_CHANNELS:
+        raise UserError(f"{path}: corrupt PNG header (colour type {colour_type}); regenerate it")
+    return PngInfo(height, width, bit_depth, _PNG_CHANNELS[colour_type], colour_type)
+
+
+# modality -> (allowed bit depths, allowed colour types, what the file should be)
+_EXPECTED_PNG = {
+    "rgb": ({8}, {0, 2, 3, 6}, "an 8-bit colour image"),
+    "flow": ({8}, {2, 6}, "an 8-bit 3-channel flow image (u + 128, v + 128, confidence)"),
+    "semantic": ({8}, {0}, "an 8-bit single-channel label image"),
+    "motion": ({8}, {0}, "an 8-bit single-channel mask (0 static, 255 moving)"),
+    "disparity": ({16}, {0}, "a 16-bit single-channel Cityscapes disparity (p = d * 256 + 1)"),
+}
+
+
+def check_png(path: str | Path, modality: str) -> PngInfo:
+    """Checks one modality's PNG header (format, bit depth, channels) and returns it.
+
+    Raises:
+        UserError: naming the file, what it is and what it should be.
+    """
+    info = read_png_info(path)
+    depths, colour_types, expected = _EXPECTED_PNG[modality]
+    if info.bit_depth not in depths or info.colour_type not in colour_types:
+        raise UserError(
+            f"{path}: {modality} must be {expected}, found a {info.bit_depth}-bit "
+            f"{_PNG_COLOUR_NAMES[info.colour_type]} PNG; regenerate or convert it"
+        )
+    return info
+
+
+def check_frame_files(frame: FrameFiles) -> tuple[int, int]:
+    """Checks every PNG header of a frame and that images and labels have one size.
+
+    Returns:
+        (height, width) of the RGB frame.
+
+    Raises:
+        UserError: naming the bad file, or the two files whose sizes differ.
+    """
+    infos = {m: check_png(getattr(frame, m), m) for m in _EXPECTED_PNG}
+    size = (infos["rgb"].height, infos["rgb"].width)
+    for modality in ("semantic", "motion", "disparity"):
+        other = (infos[modality].height, infos[modality].width)
+        if other != size:
+            raise UserError(
+                f"{getattr(frame, modality)}: size {other[0]}x{other[1]} differs from the RGB "
+                f"frame {frame.rgb} ({size[0]}x{size[1]}); images and labels must match"
+            )
+    return size
+
+
+def read_camera(path: str | Path) -> float:
+    """fx * baseline (pixel metres) from a Cityscapes camera JSON.
+
+    Raises:
+        UserError: unreadable JSON, missing keys, or a non-positive product.
+    """
+    path = Path(path)
+    try:
+        camera = json.loads(path.read_text())
+        fx = float(camera["intrinsic"]["fx"])
+        baseline = float(camera["extrinsic"]["baseline"])
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not a readable camera JSON ({error})") from None
+    except (KeyError, TypeError):
+        raise UserError(
+            f"{path}: camera JSON needs intrinsic.fx and extrinsic.baseline (Cityscapes format)"
+        ) from None
+    if not fx > 0 or not baseline > 0:
+        raise UserError(f"{path}: fx ({fx}) and baseline ({baseline}) must be positive")
+    return fx * baseline

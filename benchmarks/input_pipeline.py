@@ -1,0 +1,165 @@
+"""Input pipeline throughput: samples/s of make_dataset and frames/s of load_frame.
+
+Generates a handful of synthetic frames per source size with
+`data_tools.synthetic.generate_dataset` in a temporary folder (or uses `--data_path`), then
+times, after one warm-up batch (tracing):
+
+- `train`: the training pipeline (decode, augmentation, normalisation) at `--img_resize`,
+- `train_cached`: the same with `cache=True` (decoding done once),
+- `val`: the validation pipeline (inputs at `--img_resize`, targets at the native size),
+- `load_frame`: one frame decoded to numpy at native size (what evaluation tools use).
+
+Usage:
+
+```
+python benchmarks/input_pipeline.py [--quick] [--json OUT.json] [--sizes 512x1024 1024x2048]
+                                    [--img_resize 384 768] [--batch_size 8] [--frames 6]
+```
+
+`--quick` uses 2 frames per size and fewer batches (about a minute on a 2-core CPU). The
+numbers depend on the machine and on its load; the table names both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from keras_mtl.errors import UserError, run_cli  # noqa: E402
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--sizes: expected HxW like 512x1024, got {text!r}") from None
+    return height, width
+
+
+def _time_dataset(dataset, batches: int, batch_size: int) -> float:
+    iterator = iter(dataset)
+    next(iterator)  # warm-up: tracing and the first decode
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def _time_load_frame(root: str, stems: list[str], repeats: int) -> float:
+    from keras_mtl.data.pipeline import load_frame
+
+    load_frame(root, "train", stems[0])  # warm-up
+    start = time.perf_counter()
+    for i in range(repeats):
+        load_frame(root, "train", stems[i % len(stems)])
+    return repeats / (time.perf_counter() - start)
+
+
+def benchmark_size(
+    root: str, img_resize: tuple[int, int], batch_size: int, batches: int
+) -> dict[str, float]:
+    """Throughputs on one dataset root (split `train`)."""
+    from keras_mtl.data.pipeline import list_stems, make_dataset
+
+    stems = list_stems(root, "train")
+    common = dict(img_resize=img_resize, batch_size=batch_size, repeat=True, seed=0)
+    results = {
+        "train": _time_dataset(
+            make_dataset(root, "train", training=True, **common), batches, batch_size
+        ),
+        "train_cached": _time_dataset(
+            make_dataset(root, "train", training=True, cache=True, **common), batches, batch_size
+        ),
+        "val": _time_dataset(
+            make_dataset(root, "train", training=False, drop_remainder=True, **common),
+            batches,
+            batch_size,
+        ),
+        "load_frame": _time_load_frame(root, stems, repeats=max(4, batches)),
+    }
+    return results
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Input pipeline throughput (samples/s).")
+    parser.add_argument("--quick", action="store_true", help="2 frames per size, few batches")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--sizes", nargs="+", default=["512x1024", "1024x2048"])
+    parser.add_argument("--img_resize", type=int, nargs=2, default=[384, 768])
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=6, help="synthetic frames per size")
+    parser.add_argument("--batches", type=int, default=None, help="timed batches per pipeline")
+    parser.add_argument("--data_path", default=None, help="time this dataset instead")
+    args = parser.parse_args(argv)
+
+    frames = 2 if args.quick else args.frames
+    batches = args.batches or (3 if args.quick else 10)
+    img_resize = tuple(args.img_resize)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="keras_mtl_bench_") as tmp:
+        sources = []
+        if args.data_path:
+            sources.append(("given", args.data_path))
+        else:
+            from data_tools.synthetic import generate_dataset
+
+            for text in args.sizes:
+                height, width = _parse_size(text)
+                root = os.path.join(tmp, text)
+                start = time.perf_counter()
+                generate_dataset(root, frames, 0, height, width, seed=0, progress=False)
+                print(f"generated {frames} frames {text} in {time.perf_counter() - start:.0f} s")
+                sources.append((text, root))
+        for name, root in sources:
+            result = benchmark_size(root, img_resize, args.batch_size, batches)
+            rows.append({"source": name, **result})
+
+    header = (
+        f"{'source':>10} | {'train':>8} | {'train_cached':>12} | {'val':>8} | {'load_frame':>10}"
+    )
+    print(
+        f"\ninput pipeline, samples/s, img_resize {img_resize[0]}x{img_resize[1]}, "
+        f"batch {args.batch_size}, {os.cpu_count()} CPU cores ({platform.machine()})"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['source']:>10} | {row['train']:8.1f} | {row['train_cached']:12.1f} | "
+            f"{row['val']:8.1f} | {row['load_frame']:10.1f}"
+        )
+    if args.json:
+        payload = {
+            "benchmark": "input_pipeline",
+            "unit": "samples/s",
+            "img_resize": list(img_resize),
+            "batch_size": args.batch_size,
+            "frames_per_size": frames,
+            "timed_batches": batches,
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "results": rows,
+        }
+        _write_json(args.json, payload)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
