@@ -34,6 +34,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     augment: bool = True
+    shuffle: bool = True  # shuffle the training split (off: reproducible order, e.g. tests)
     cache: bool = False  # cache decoded frames in memory (small datasets)
 
 
@@ -42,6 +43,7 @@ class ModelConfig:
     backbone: str = "mobilenetv2_ericsun"
     width_mult: float = 1.0
     pretrained: str | None = None  # checkpoint to initialise from (by layer name)
+    dropout: float = 0.2  # ASPP channel dropout of every decoder
 
 
 @dataclass
@@ -130,7 +132,11 @@ def _coerce(section_obj: Any, name: str, value: Any, where: str) -> Any:
         return tuple(value)
     if isinstance(default, bool) and not isinstance(value, bool):
         raise UserError(f"{where}: {name} must be true or false, got {value!r}")
-    if isinstance(default, float) and isinstance(value, int | float) and not isinstance(value, bool):
+    if (
+        isinstance(default, float)
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
         return float(value)
     return value
 

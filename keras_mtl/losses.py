@@ -1,0 +1,189 @@
+"""Task losses: masked depth loss and cross-entropy with an ignore label.
+
+Every loss is a mean over the valid pixels of the whole batch, computed in float32 (also under
+mixed precision), and is 0 (not NaN) when the batch has no valid pixel.
+
+Each loss is built from additive per-batch statistics (`depth_loss_terms`,
+`cross_entropy_terms`: sums and counts) and a finishing step (`depth_loss_from_terms`,
+`cross_entropy_from_terms`). The split lets the trainer compute the loss of the *global* batch
+exactly under a distribution strategy: it all-reduces the statistics over replicas and finishes
+with them, so N replicas train exactly as one device would on the same global batch.
+
+Depth loss, with `v` the valid pixels (target > 0), `n = |v|`, `d_p = pred_p - target_p`:
+
+    depth_loss = (1/n) sum_{p in v} smooth_l1(d_p)  +  rho(mean_v(pred) - mean_v(target))
+    smooth_l1(d) = 0.5 d^2 if |d| < 1 else |d| - 0.5                   (beta = 1)
+    rho(x) = (x^2 + eps^2)^alpha,  alpha = 0.45, eps = 1e-3            (Charbonnier)
+
+Example:
+
+```python
+loss = depth_loss(depth_true, model_outputs["depth"])
+loss = cross_entropy_ignore(semantic_true, model_outputs["semantic"], SEMANTIC_CLASS_WEIGHTS)
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from keras import ops
+
+from keras_mtl.tasks import IGNORE_INDEX
+
+CHARBONNIER_ALPHA = 0.45
+CHARBONNIER_EPS = 1e-3
+SMOOTH_L1_BETA = 1.0
+
+# The original system's class weights (5-class semantic: road, sky, pedestrian, vehicle,
+# background; motion: static, moving). No weights were published for 19 classes.
+SEMANTIC5_CLASS_WEIGHTS: tuple[float, ...] = (0.2257, 1.8994, 5.2403, 1.0, 0.1352)
+MOTION_CLASS_WEIGHTS: tuple[float, ...] = (0.05, 0.95)
+
+
+def charbonnier(x, alpha: float = CHARBONNIER_ALPHA, eps: float = CHARBONNIER_EPS):
+    """Charbonnier penalty `(x^2 + eps^2)^alpha` (smooth, finite gradient at 0)."""
+    return ops.power(ops.square(x) + eps * eps, alpha)
+
+
+def charbonnier_grad(x, alpha: float = CHARBONNIER_ALPHA, eps: float = CHARBONNIER_EPS):
+    """Derivative of `charbonnier` with respect to x."""
+    return 2.0 * alpha * x * ops.power(ops.square(x) + eps * eps, alpha - 1.0)
+
+
+def _safe_divide(numerator, denominator):
+    """numerator / denominator, and 0 where the denominator is 0."""
+    positive = denominator > 0
+    return ops.where(positive, numerator / ops.where(positive, denominator, 1.0), 0.0)
+
+
+def depth_loss_terms(y_true, y_pred) -> dict:
+    """Additive statistics of the depth loss over one batch (float32 scalars).
+
+    Args:
+        y_true: [B, H, W, 1] (or [B, H, W]) depth in metres, 0 = invalid.
+        y_pred: predicted depth, same shape as `y_true`.
+
+    Returns:
+        `{"smooth_l1_sum", "count", "pred_sum", "true_sum"}` over the valid pixels.
+    """
+    y_true = ops.cast(y_true, "float32")
+    y_pred = ops.cast(y_pred, "float32")
+    if len(y_pred.shape) == len(y_true.shape) + 1:
+        y_pred = ops.squeeze(y_pred, axis=-1)
+    valid = ops.cast(y_true > 0, "float32")
+    diff = (y_pred - y_true) * valid
+    abs_diff = ops.abs(diff)
+    smooth_l1 = ops.where(
+        abs_diff < SMOOTH_L1_BETA,
+        0.5 * ops.square(diff) / SMOOTH_L1_BETA,
+        abs_diff - 0.5 * SMOOTH_L1_BETA,
+    )
+    return {
+        "smooth_l1_sum": ops.sum(smooth_l1 * valid),
+        "count": ops.sum(valid),
+        "pred_sum": ops.sum(y_pred * valid),
+        "true_sum": ops.sum(y_true * valid),
+    }
+
+
+def depth_loss_from_terms(terms: dict, totals: dict | None = None, num_replicas: int = 1):
+    """Finishes the depth loss from `depth_loss_terms`.
+
+    Args:
+        terms: this replica's statistics.
+        totals: the statistics summed over all replicas (None: `terms` is the whole batch).
+        num_replicas: number of replicas holding a share of the global batch.
+
+    Returns:
+        With `totals=None`, the depth loss of the batch. Otherwise this replica's share scaled so
+        that the mean over replicas equals the global-batch loss in value, and the sum over
+        replicas of `1/num_replicas` times its gradient equals the global-batch gradient.
+    """
+    if totals is None:
+        count = terms["count"]
+        mean_diff = _safe_divide(terms["pred_sum"] - terms["true_sum"], count)
+        smooth = _safe_divide(terms["smooth_l1_sum"], count)
+        return ops.where(count > 0, smooth + charbonnier(mean_diff), 0.0)
+    count = ops.stop_gradient(totals["count"])
+    smooth = num_replicas * _safe_divide(terms["smooth_l1_sum"], count)
+    mean_diff = ops.stop_gradient(_safe_divide(totals["pred_sum"] - totals["true_sum"], count))
+    # The Charbonnier term depends on global means; its value is the global one and its
+    # gradient flows through this replica's prediction sum only (a first-order surrogate).
+    local_pred_sum = terms["pred_sum"]
+    surrogate = (
+        ops.stop_gradient(charbonnier_grad(mean_diff))
+        * num_replicas
+        * _safe_divide(local_pred_sum - ops.stop_gradient(local_pred_sum), count)
+    )
+    charb = ops.stop_gradient(charbonnier(mean_diff)) + surrogate
+    return ops.where(count > 0, smooth + charb, 0.0)
+
+
+def depth_loss(y_true, y_pred):
+    """Depth loss: SmoothL1 (beta 1) over valid pixels + Charbonnier on the valid-pixel means.
+
+    See the module docstring for the exact formula.
+
+    Args:
+        y_true: [B, H, W, 1] depth in metres, 0 = invalid (ignored).
+        y_pred: [B, H, W, 1] predicted depth in metres.
+
+    Returns:
+        float32 scalar; 0 when no pixel is valid.
+    """
+    return depth_loss_from_terms(depth_loss_terms(y_true, y_pred))
+
+
+def cross_entropy_terms(y_true, logits, class_weights: Sequence[float] | None = None) -> dict:
+    """Additive statistics of the ignore-aware cross-entropy over one batch.
+
+    Args:
+        y_true: [B, H, W] integer labels; `IGNORE_INDEX` (255) and any label outside
+            `[0, C)` are ignored.
+        logits: [B, H, W, C] unnormalised scores.
+        class_weights: optional C weights (PyTorch `CrossEntropyLoss(weight=...)` semantics:
+            the mean is weighted by the weight of each pixel's true class).
+
+    Returns:
+        `{"weighted_sum", "weight_sum"}` over the valid pixels.
+    """
+    logits = ops.cast(logits, "float32")
+    num_classes = logits.shape[-1]
+    labels = ops.cast(y_true, "int32")
+    if len(labels.shape) == len(logits.shape):
+        labels = ops.squeeze(labels, axis=-1)
+    valid = ops.logical_and(
+        ops.logical_and(labels >= 0, labels < num_classes), labels != IGNORE_INDEX
+    )
+    safe_labels = ops.where(valid, labels, 0)
+    per_pixel = ops.sparse_categorical_crossentropy(safe_labels, logits, from_logits=True)
+    weights = ops.cast(valid, "float32")
+    if class_weights is not None:
+        if len(class_weights) != num_classes:
+            raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
+        table = ops.convert_to_tensor(list(class_weights), dtype="float32")
+        weights = weights * ops.take(table, safe_labels)
+    return {"weighted_sum": ops.sum(per_pixel * weights), "weight_sum": ops.sum(weights)}
+
+
+def cross_entropy_from_terms(terms: dict, totals: dict | None = None, num_replicas: int = 1):
+    """Finishes the cross-entropy from `cross_entropy_terms` (see `depth_loss_from_terms`)."""
+    if totals is None:
+        return _safe_divide(terms["weighted_sum"], terms["weight_sum"])
+    weight_sum = ops.stop_gradient(totals["weight_sum"])
+    return num_replicas * _safe_divide(terms["weighted_sum"], weight_sum)
+
+
+def cross_entropy_ignore(y_true, logits, class_weights: Sequence[float] | None = None):
+    """Cross-entropy from logits, mean over non-ignored pixels (label 255 ignored).
+
+    Args:
+        y_true: [B, H, W] integer labels, 255 = ignore.
+        logits: [B, H, W, C].
+        class_weights: optional per-class weights (weighted mean, as PyTorch does).
+
+    Returns:
+        float32 scalar; 0 when no pixel is valid.
+    """
+    return cross_entropy_from_terms(cross_entropy_terms(y_true, logits, class_weights))
