@@ -152,7 +152,7 @@ def grad_norm_reference(losses, norms, weights, alpha, lr, initial=None, min_wei
         inverse_rate = ratio / ratio.mean()
         g = weights * norm
         target = g.mean() * inverse_rate**alpha
-        weights = weights - lr * np.sign(g - target) * norm
+        weights = weights - lr * np.sign(g - target) * norm / norm.mean()
         weights = np.maximum(weights, min_weight)
         weights = len(weights) * weights / weights.sum()
         history.append(weights)

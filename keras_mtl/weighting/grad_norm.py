@@ -144,7 +144,10 @@ class GradNormWeighting(Weighting):
         inverse_rate = ratio / ops.maximum(ops.mean(ratio), EPSILON)
         norms_weighted = weights * norms
         target = ops.stop_gradient(ops.mean(norms_weighted) * inverse_rate**self.alpha)
-        grad = ops.sign(norms_weighted - target) * norms
+        # dL_grad/dw_i = sign(G_i - target_i) n_i, divided by the mean norm so the step is
+        # independent of the losses' scale (as an Adam step on w would be): a raw step of
+        # lr * n_i swung the weights by +-0.5 per step on real gradient norms.
+        grad = ops.sign(norms_weighted - target) * norms / ops.maximum(ops.mean(norms), EPSILON)
         new_weights = renormalize(weights - self.learning_rate * grad, self.min_weight)
 
         # A non-finite step (NaN loss, overflowing norm) leaves every state variable untouched.
