@@ -79,10 +79,14 @@ FIVE_CLASS_PALETTE: tuple[tuple[int, int, int], ...] = (
     (107, 142, 35),  # background: vegetation green
 )
 NINETEEN_CLASS_NAMES: tuple[str, ...] = tuple(
-    label.name for label in sorted(CITYSCAPES_LABELS, key=lambda lb: lb.train_id) if label.train_id != IGNORE
+    label.name
+    for label in sorted(CITYSCAPES_LABELS, key=lambda lb: lb.train_id)
+    if label.train_id != IGNORE
 )
 NINETEEN_CLASS_PALETTE: tuple[tuple[int, int, int], ...] = tuple(
-    label.color for label in sorted(CITYSCAPES_LABELS, key=lambda lb: lb.train_id) if label.train_id != IGNORE
+    label.color
+    for label in sorted(CITYSCAPES_LABELS, key=lambda lb: lb.train_id)
+    if label.train_id != IGNORE
 )
 MOTION_CLASS_NAMES: tuple[str, ...] = ("static", "moving")
 MOTION_PALETTE: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (255, 64, 0))
@@ -92,7 +96,10 @@ _FIVE_CLASS_OF_NAME = {
     "sky": 1,
     "person": 2,
     "rider": 2,
-    **{name: 3 for name in ("car", "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle")},
+    **{
+        name: 3
+        for name in ("car", "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle")
+    },
 }
 
 
@@ -111,7 +118,9 @@ def _lookup(values: dict[int, int]) -> np.ndarray:
 
 # 256-entry lookup tables: table[labelId] -> class id (255 for void and unknown ids).
 LABEL_ID_TO_TRAIN_ID: np.ndarray = _lookup({lb.id: lb.train_id for lb in CITYSCAPES_LABELS})
-LABEL_ID_TO_FIVE_CLASS: np.ndarray = _lookup({lb.id: _five_class_id(lb) for lb in CITYSCAPES_LABELS})
+LABEL_ID_TO_FIVE_CLASS: np.ndarray = _lookup(
+    {lb.id: _five_class_id(lb) for lb in CITYSCAPES_LABELS}
+)
 
 
 def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
