@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from keras_mtl.errors import UserError, run_cli
+from keras_mtl.io import write_bytes_atomic, write_json_atomic
 from keras_mtl.tasks import INPUT_NAMES, SEMANTIC_CLASS_CHOICES, TASK_NAMES, TASKS
 
 OUTPUT_STRIDE = 16
@@ -239,24 +239,6 @@ def load_model_for_evaluation(checkpoint: str, img_resize: Sequence[int]) -> Loa
 # Files
 
 
-def _write_bytes_atomic(path: Path, content: bytes) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Writes `data` as indented JSON through a temp file in the same folder + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
-
-
 def _write_png(path: Path, image: np.ndarray) -> None:
     import cv2
 
@@ -265,7 +247,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"could not encode {path}")
-    _write_bytes_atomic(path, encoded.tobytes())
+    write_bytes_atomic(path, encoded.tobytes())
 
 
 def _read_png(path: Path) -> np.ndarray:

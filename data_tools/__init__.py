@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +19,7 @@ import cv2
 import numpy as np
 
 from keras_mtl.errors import UserError
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` atomically, creating the parent folder if needed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp_file:
-            temp_file.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
+from keras_mtl.io import write_bytes_atomic
 
 
 def write_png_atomic(path: str | os.PathLike, image: np.ndarray, *, rgb: bool = False) -> None:

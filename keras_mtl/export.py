@@ -23,7 +23,6 @@ report["parity"]["tflite"]["semantic_agreement_percent"]  # 100.0
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -41,6 +40,7 @@ import tensorflow as tf
 
 from keras_mtl.data.pipeline import NORMALIZATION_OFFSET, NORMALIZATION_SCALE, normalize_inputs
 from keras_mtl.errors import UserError
+from keras_mtl.io import write_bytes_atomic, write_json_atomic
 from keras_mtl.tasks import INPUT_NAMES, MOTION_CLASSES, TASK_NAMES, TASKS
 
 FORMATS: tuple[str, ...] = ("saved_model", "tflite", "tflite_fp16", "tflite_int8", "onnx")
@@ -233,23 +233,6 @@ def _replace_dir(source: Path, target: Path) -> None:
         os.replace(source, target)
 
 
-def _write_bytes_atomic(path: Path, content: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Writes `data` as indented JSON via a temp file in the same folder + os.replace."""
-    path = Path(path)
-    _write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
-
-
 def convert_tflite(
     saved_model_dir: str | os.PathLike,
     path: str | os.PathLike,
@@ -308,7 +291,7 @@ def convert_tflite(
             hint = " (the graph needs TensorFlow ops outside the TFLite builtins; Flex is not used)"
         raise UserError(f"TFLite {quantization} conversion failed{hint}: {message[:600]}") from None
     path = Path(path)
-    _write_bytes_atomic(path, content)
+    write_bytes_atomic(path, content)
     return path
 
 

@@ -36,7 +36,6 @@ import io
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -50,6 +49,7 @@ from keras import ops
 from keras_mtl import losses as loss_lib
 from keras_mtl.config import Config, WeightingConfig
 from keras_mtl.errors import UserError
+from keras_mtl.io import save_atomic, write_text_atomic
 from keras_mtl.tasks import TASK_NAMES, TASKS
 
 CHECKPOINT_NAME = "checkpoint.keras"
@@ -85,28 +85,6 @@ def metric_higher_is_better(metric: str) -> bool:
         if metric == task.metric:
             return task.higher_is_better
     return "miou" in metric
-
-
-def _atomic_save(save_fn, path: Path) -> None:
-    """Calls `save_fn(tmp_path)` with a temporary `.keras` path beside `path`, then renames."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    os.remove(tmp)  # Keras refuses to overwrite without asking
-    try:
-        save_fn(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -910,11 +888,11 @@ class RunArtifacts(keras.callbacks.Callback):
             improved = math.isnan(best) or (pivot > best if higher else pivot < best)
             if improved:
                 trainer.best_value.assign(float(pivot))
-                _atomic_save(trainer.model.save, self.save_path / BEST_MODEL_NAME)
+                save_atomic(trainer.model.save, self.save_path / BEST_MODEL_NAME)
         elif not (self.save_path / BEST_MODEL_NAME).exists():
-            _atomic_save(trainer.model.save, self.save_path / BEST_MODEL_NAME)
+            save_atomic(trainer.model.save, self.save_path / BEST_MODEL_NAME)
         trainer.epoch_counter.assign(epoch + 1)
-        _atomic_save(trainer.save, self.save_path / CHECKPOINT_NAME)
+        save_atomic(trainer.save, self.save_path / CHECKPOINT_NAME)
 
     def _append_history(self, epoch: int, logs: Mapping) -> None:
         path = self.save_path / HISTORY_NAME
@@ -930,7 +908,7 @@ class RunArtifacts(keras.callbacks.Callback):
         writer.writeheader()
         for item in rows:
             writer.writerow({k: item.get(k, "") for k in header})
-        _atomic_write_text(path, buffer.getvalue())
+        write_text_atomic(path, buffer.getvalue())
 
 
 def read_history_rows(path: str | os.PathLike) -> list[dict]:
@@ -955,7 +933,7 @@ def truncate_history(path: str | os.PathLike, epochs_done: int) -> None:
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write_text(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 class PredictionImages(keras.callbacks.Callback):

@@ -48,6 +48,7 @@ import tensorflow as tf
 
 from keras_mtl.config import Config
 from keras_mtl.errors import UserError
+from keras_mtl.io import save_atomic, write_text_atomic
 from keras_mtl.tasks import TASK_NAMES, TASKS
 
 SEARCHES: tuple[str, ...] = ("weights", "weights+lr", "method")
@@ -364,7 +365,7 @@ def run_search(
         )
     if export_best:
         best_model = keras_tuner.get_best_models(1)[0]
-        _save_model_atomic(best_model.model, save_path / BEST_MODEL_FILE)
+        save_atomic(best_model.model.save, save_path / BEST_MODEL_FILE)
         best_hp = keras_tuner.get_best_hyperparameters(1)[0]
         trial_config(config, best_hp, search).save(save_path / BEST_CONFIG_FILE)
         summary["best"]["model"] = os.fspath(save_path / BEST_MODEL_FILE)
@@ -483,29 +484,8 @@ def write_summary(summary: Mapping[str, Any], save_path: str | os.PathLike) -> N
     import json
 
     save_path = Path(save_path)
-    _write_text_atomic(save_path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    _write_text_atomic(save_path / SUMMARY_TABLE_FILE, format_summary_table(summary) + "\n")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _save_model_atomic(model: keras.Model, path: Path) -> None:
-    # Keras insists on the .keras suffix, so the temporary file keeps it.
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(save_path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(save_path / SUMMARY_TABLE_FILE, format_summary_table(summary) + "\n")
 
 
 def _prepare_dir(save_path: str | os.PathLike) -> Path:

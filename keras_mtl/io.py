@@ -1,0 +1,57 @@
+"""Atomic file writes: a temp file in the same folder, then `os.replace`.
+
+An interrupted run never leaves a half-written file under the final name. TensorFlow-free, so
+`data_tools` uses it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to `path` atomically, creating the parent folder if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` (UTF-8) to `path` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Writes `data` as indented JSON to `path` atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def save_atomic(save_fn: Callable[[str], None], path: str | os.PathLike) -> None:
+    """Calls `save_fn(tmp_path)` with a temp path of the same suffix beside `path`, then renames.
+
+    For writers that take a path (`model.save`): the temp name does not exist when `save_fn`
+    runs, since Keras refuses to overwrite without asking.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    os.remove(tmp)
+    try:
+        save_fn(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
