@@ -1,0 +1,290 @@
+"""Every performance figure in one command: training-step ratios, latency ratio, pipeline headroom.
+
+Runs, in this process and with the same settings, the three benchmarks next to this file (each
+through its `main(argv)` with `--json`, so their own definitions and tables are used as they
+are):
+
+- `training_step.py`: median train-step time of every weighting method / vanilla's;
+- `inference.py`: latency of the multi-task network / the three single-task networks run one
+  after another (batch 1);
+- `input_pipeline.py`: samples/s of the training input pipeline (decode + augmentation, no
+  cache) at the same `img_resize` and batch size as the training-step benchmark.
+
+`pipeline_headroom` = input-pipeline samples/s / training samples/s, where training samples/s
+= batch size / vanilla's median step time (the fastest method, so the most demanding on the
+pipeline). Then prints a table against the goals and writes
+
+```
+{"step_time_ratio": {"grad_norm": r, "pseudo_grad_norm": r, "uncertainty": r, "dwa": r,
+                     "pcgrad": r},
+ "mtl_vs_single_latency_ratio": r, "pipeline_headroom": r, "goals": {...}, "pass": {...},
+ "settings": {...}, "details": {<each benchmark's own JSON>}, ...}
+```
+
+Modes: default (384x768, batch 8, width 1.0, Cityscapes-size 1024x2048 source frames; about
+15 minutes on 2 cores), `--quick` (training at 128x256, batch 4, width 1.0; inference at 192x384;
+under 5 minutes on 2 cores), `--tiny` (64x128, width 0.25, two methods: a smoke run for the
+test suite, its numbers mean nothing).
+
+Usage:
+
+```
+python benchmarks/run.py --quick --json benchmarks/results/quick.json
+python benchmarks/run.py --json benchmarks/results/full.json
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from data_tools import write_json_atomic  # noqa: E402
+from keras_mtl.errors import UserError, run_cli  # noqa: E402
+
+STEP_RATIO_GOALS: dict[str, float] = {
+    "grad_norm": 1.10,
+    "pseudo_grad_norm": 1.10,
+    "uncertainty": 1.03,
+    "dwa": 1.03,
+    "pcgrad": 2.0,
+}
+LATENCY_RATIO_GOAL = 0.55
+HEADROOM_GOAL = 2.0
+
+# Arguments passed to each benchmark's main() per mode (one place: the settings are shared).
+MODES: dict[str, dict[str, Any]] = {
+    "full": {
+        "img_resize": (384, 768),
+        "batch_size": 8,
+        "width_mult": 1.0,
+        "training_step": ["--steps", "10", "--warmup", "2"],
+        "inference": [],
+        "input_pipeline": ["--sizes", "1024x2048", "--frames", "6", "--batches", "10"],
+    },
+    "quick": {
+        "img_resize": (128, 256),
+        "batch_size": 4,
+        "width_mult": 1.0,
+        "training_step": ["--steps", "5", "--warmup", "1"],
+        "inference": ["--quick"],
+        "input_pipeline": ["--sizes", "512x1024", "--frames", "4", "--batches", "6"],
+    },
+    "tiny": {
+        "img_resize": (64, 128),
+        "batch_size": 2,
+        "width_mult": 0.25,
+        "training_step": ["--steps", "1", "--warmup", "0", "--methods", "vanilla"],
+        "inference": ["--rounds", "1", "--warmup", "0"],
+        "input_pipeline": ["--sizes", "64x128", "--frames", "2", "--batches", "1"],
+    },
+}
+
+
+def benchmark_argv(name: str, mode: str, json_path: str) -> list[str]:
+    """The argv of benchmark `name` in `mode` (same image size, batch and width for all)."""
+    settings = MODES[mode]
+    height, width = settings["img_resize"]
+    size = ["--img_resize", str(height), str(width)]
+    if name == "training_step":
+        argv = [*size, "--batch_size", str(settings["batch_size"])]
+        argv += ["--width_mult", str(settings["width_mult"])]
+    elif name == "inference":
+        # --quick picks its own 192x384 size; otherwise the training size.
+        argv = [] if "--quick" in settings["inference"] else list(size)
+        argv += ["--width_mult", str(settings["width_mult"])]
+    elif name == "input_pipeline":
+        argv = [*size, "--batch_size", str(settings["batch_size"])]
+    else:
+        raise ValueError(f"unknown benchmark {name!r}")
+    return [*argv, *settings[name], "--json", json_path]
+
+
+def run_benchmark(name: str, argv: list[str]) -> tuple[dict | None, float, str | None]:
+    """Runs `benchmarks/<name>.py`'s main(argv) in this process; (its JSON, seconds, error)."""
+    import importlib
+
+    json_path = argv[argv.index("--json") + 1]
+    print(f"\n=== {name} {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    try:
+        module = importlib.import_module(f"benchmarks.{name}")
+        status = module.main(argv)
+        if status:
+            raise RuntimeError(f"{name}.main returned exit status {status}")
+        payload = json.loads(Path(json_path).read_text())
+        error = None
+    except Exception as caught:  # noqa: BLE001  (one failing benchmark must not hide the others)
+        traceback.print_exc()
+        payload, error = None, f"{type(caught).__name__}: {caught}"
+    return payload, time.perf_counter() - start, error
+
+
+def step_time_ratios(training_step: Mapping | None) -> dict[str, float | None]:
+    """Method -> median step time / vanilla's, from training_step.py's JSON."""
+    ratios: dict[str, float | None] = dict.fromkeys(STEP_RATIO_GOALS)
+    for row in (training_step or {}).get("results", []):
+        if row["method"] in ratios:
+            ratios[row["method"]] = float(row["ratio_vs_vanilla"])
+    return ratios
+
+
+def training_samples_per_second(training_step: Mapping | None) -> float | None:
+    """Batch size / vanilla's median step time."""
+    if not training_step:
+        return None
+    for row in training_step.get("results", []):
+        if row["method"] == "vanilla" and row["median_step_s"] > 0:
+            return float(training_step["batch_size"]) / float(row["median_step_s"])
+    return None
+
+
+def pipeline_samples_per_second(input_pipeline: Mapping | None) -> float | None:
+    """Samples/s of the uncached training pipeline (the slowest source size if several)."""
+    if not input_pipeline or not input_pipeline.get("results"):
+        return None
+    return min(float(row["train"]) for row in input_pipeline["results"])
+
+
+def summarize(details: Mapping[str, Mapping | None]) -> dict:
+    """The headline figures, their goals and pass/miss (None where a benchmark failed)."""
+    ratios = step_time_ratios(details.get("training_step"))
+    inference = details.get("inference")
+    latency = float(inference["latency_ratio"]) if inference else None
+    training_rate = training_samples_per_second(details.get("training_step"))
+    pipeline_rate = pipeline_samples_per_second(details.get("input_pipeline"))
+    headroom = None
+    if training_rate and pipeline_rate is not None:
+        headroom = pipeline_rate / training_rate
+    goals = {
+        **{f"step_time_ratio.{m}": g for m, g in STEP_RATIO_GOALS.items()},
+        "mtl_vs_single_latency_ratio": LATENCY_RATIO_GOAL,
+        "pipeline_headroom": HEADROOM_GOAL,
+    }
+    values = {
+        **{f"step_time_ratio.{m}": r for m, r in ratios.items()},
+        "mtl_vs_single_latency_ratio": latency,
+        "pipeline_headroom": headroom,
+    }
+    passed = {}
+    for key, goal in goals.items():
+        value = values[key]
+        if value is None:
+            passed[key] = None
+        elif key == "pipeline_headroom":
+            passed[key] = value >= goal
+        else:
+            passed[key] = value <= goal
+    return {
+        "step_time_ratio": ratios,
+        "mtl_vs_single_latency_ratio": latency,
+        "pipeline_headroom": headroom,
+        "training_samples_per_s": training_rate,
+        "pipeline_samples_per_s": pipeline_rate,
+        "goals": goals,
+        "values": values,
+        "pass": passed,
+    }
+
+
+def format_table(summary: Mapping) -> str:
+    """The figures against their goals, one line each."""
+    lines = [f"{'figure':<36}{'value':>10}{'goal':>10}  result", "-" * 64]
+    for key, goal in summary["goals"].items():
+        value = summary["values"][key]
+        sense = ">=" if key == "pipeline_headroom" else "<="
+        verdict = {True: "pass", False: "MISS", None: "n/a (not measured)"}[summary["pass"][key]]
+        shown = "-" if value is None else f"{value:.3f}"
+        lines.append(f"{key:<36}{shown:>10}{sense + f' {goal:g}':>10}  {verdict}")
+    if summary["training_samples_per_s"] and summary["pipeline_samples_per_s"]:
+        lines.append(
+            f"(pipeline {summary['pipeline_samples_per_s']:.1f} samples/s vs training "
+            f"{summary['training_samples_per_s']:.1f} samples/s, vanilla)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/run.py",
+        description="Run the input-pipeline, inference and training-step benchmarks with the "
+        "same settings; print the figures against their goals and write one JSON.",
+    )
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_true", help="under 5 minutes on 2 cores")
+    modes.add_argument(
+        "--tiny", action="store_true", help="smoke run for tests (numbers mean nothing)"
+    )
+    parser.add_argument("--json", required=True, metavar="OUT", help="write the figures here")
+    args = parser.parse_args(argv)
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    out = Path(args.json)
+    if out.exists() and out.is_dir():
+        raise UserError(f"--json {out}: is a folder; give a file name like results.json")
+
+    started = time.perf_counter()
+    details: dict[str, dict | None] = {}
+    seconds: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="keras_mtl_run_") as tmp:
+        for name in ("input_pipeline", "inference", "training_step"):
+            bench_argv = benchmark_argv(name, mode, os.path.join(tmp, f"{name}.json"))
+            payload, elapsed, error = run_benchmark(name, bench_argv)
+            details[name], seconds[name] = payload, elapsed
+            if error:
+                errors[name] = error
+    summary = summarize(details)
+    settings = MODES[mode]
+    report = {
+        **{k: summary[k] for k in ("step_time_ratio", "mtl_vs_single_latency_ratio")},
+        "pipeline_headroom": summary["pipeline_headroom"],
+        "training_samples_per_s": summary["training_samples_per_s"],
+        "pipeline_samples_per_s": summary["pipeline_samples_per_s"],
+        "goals": summary["goals"],
+        "pass": summary["pass"],
+        "mode": mode,
+        "settings": {
+            "img_resize": list(settings["img_resize"]),
+            "batch_size": settings["batch_size"],
+            "width_mult": settings["width_mult"],
+            "argv": {
+                name: benchmark_argv(name, mode, "OUT.json")
+                for name in ("input_pipeline", "inference", "training_step")
+            },
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": {**seconds, "total": time.perf_counter() - started},
+        "errors": errors,
+        "details": details,
+    }
+    write_json_atomic(out, report)
+    print(f"\n=== summary ({mode}; {os.cpu_count()} CPU cores; {report['seconds']['total']:.0f} s)")
+    print(format_table(summary))
+    for name, error in errors.items():
+        print(f"{name} failed: {error}", file=sys.stderr)
+    print(f"wrote {out}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
