@@ -269,14 +269,15 @@ def _run_label(path: Path, labels: Sequence[str] | None, index: int) -> str:
 
 
 def _history_panels(columns: Sequence[str]) -> dict[str, list[str]]:
-    losses = [c for c in columns if c == "loss" or c.endswith("_loss")]
+    # The trainer writes loss_<task> and val_loss_<task>; Keras' own logs use <task>_loss.
+    losses = [c for c in columns if "loss" in c.split("_")]
     losses = [c for c in losses if not c.startswith("val_")] + [
         c for c in losses if c.startswith("val_")
     ]
     metrics = [
         c
         for c in columns
-        if c.startswith("val_") and not c.endswith("loss") and not c.startswith("val_weight_")
+        if c.startswith("val_") and "loss" not in c.split("_") and not c.startswith("val_weight_")
     ]
     weights = [c for c in columns if c.startswith("weight_")]
     return {"losses": losses, "validation metrics": metrics, "task weights": weights}
@@ -329,9 +330,7 @@ def plot_history(
     for axis, (group, name) in zip(axes.flat, plotted, strict=False):
         for index, (path, history) in enumerate(zip(paths, histories, strict=True)):
             if name in history and np.isfinite(history[name]).any():
-                axis.plot(
-                    history["epoch"] + 1, history[name], label=_run_label(path, labels, index)
-                )
+                axis.plot(history["epoch"], history[name], label=_run_label(path, labels, index))
         axis.set_title(f"{name} ({group})", fontsize=9)
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -7,7 +7,6 @@ import keras
 from keras_mtl.models.blocks import (
     SEPARATOR,
     conv_bn,
-    conv_initializer,
     depthwise_bn,
     depthwise_separable,
 )
@@ -71,7 +70,11 @@ def deeplabv3plus_lite_decoder(
         out_channels,
         1,
         use_bias=False,
-        kernel_initializer=conv_initializer(),
+        # fan-in scaling keeps the initial logits at unit scale; He-over-fan-out with only C
+        # outputs gave logits of std ~10 and initial cross-entropies of ~7 instead of log C.
+        kernel_initializer=keras.initializers.VarianceScaling(
+            scale=1.0, mode="fan_in", distribution="untruncated_normal"
+        ),
         dtype="float32",
         name=f"{prefix}{sep}classifier",
     )(x)
