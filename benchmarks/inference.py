@@ -18,12 +18,10 @@ python benchmarks/inference.py --json results/inference.json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_mtl.complexity import count_macs  # noqa: E402
 from keras_mtl.errors import UserError, run_cli  # noqa: E402
+from keras_mtl.io import write_json_atomic  # noqa: E402
 from keras_mtl.models import (  # noqa: E402
     BACKBONES,
     OUTPUT_STRIDE,
@@ -63,15 +62,6 @@ def timed(function: Callable[[], object]) -> float:
     start = time.perf_counter()
     function()
     return (time.perf_counter() - start) * 1000.0
-
-
-def write_json_atomically(path: str, payload: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        json.dump(payload, file, indent=2)
-    os.replace(temp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "meets" if ratio <= GOAL_RATIO else "misses"
     print(f"latency ratio multitask / 3 single = {ratio:.3f} ({verdict} the goal <= {GOAL_RATIO})")
     if args.json:
-        write_json_atomically(
+        write_json_atomic(
             args.json,
             {
                 "img_size": list(img_size),

@@ -23,7 +23,6 @@ numbers depend on the machine and on its load; the table names both.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -35,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from keras_mtl.errors import UserError, run_cli  # noqa: E402
+from keras_mtl.io import write_json_atomic  # noqa: E402
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -87,13 +87,6 @@ def benchmark_size(
         "load_frame": _time_load_frame(root, stems, repeats=max(4, batches)),
     }
     return results
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": platform.machine(),
             "results": rows,
         }
-        _write_json(args.json, payload)
+        write_json_atomic(args.json, payload)
         print(f"wrote {args.json}")
     return 0
 

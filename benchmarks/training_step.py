@@ -16,17 +16,17 @@ python benchmarks/training_step.py --img_resize 384 768 --batch_size 8 --json st
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keras_mtl.io import write_json_atomic  # noqa: E402
 
 METHODS = ("vanilla", "grad_norm", "pseudo_grad_norm", "uncertainty", "dwa", "pcgrad")
 GOALS = {
@@ -181,11 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             "devices": [d.name for d in tf.config.list_logical_devices()],
             "results": rows,
         }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2)
-        os.replace(tmp, out)
+        write_json_atomic(out, payload)
         print(f"wrote {out}")
     return 0
 

@@ -21,7 +21,6 @@ import argparse
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from keras_mtl.data.labels import MOTION_PALETTE, palette
 from keras_mtl.errors import UserError, run_cli
+from keras_mtl.io import save_atomic
 
 IGNORE_COLOR = (0, 0, 0)
 PANEL_TITLE_HEIGHT = 14  # pixels of the caption strip above each panel of a grid
@@ -341,16 +341,10 @@ def plot_history(
         axis.axis("off")
     figure.tight_layout()
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=out_path.parent, suffix=out_path.suffix or ".png")
-    os.close(handle)
     try:
-        figure.savefig(tmp, dpi=100)
-        os.replace(tmp, out_path)
+        save_atomic(lambda tmp: figure.savefig(tmp, dpi=100), out_path)
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return out_path
 
 
