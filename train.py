@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--weight_decay", type=float, help="L2 weight decay (coupled, as PyTorch Adam)")
     add("--width_mult", type=float, help="MobileNetV2 width multiplier")
     add("--backbone", help="mobilenetv2_ericsun (default) or mobilenetv2")
+    add("--depth_scale", type=float, help="metres per unit of the depth head (default 1)")
     add("--semantic_classes", type=int, choices=(5, 19))
     add("--task_weights", nargs=3, type=float, metavar=("DEPTH", "SEMANTIC", "MOTION"))
     add("--pretrained", metavar="CKPT", help="initialise from a .keras checkpoint")

@@ -7,13 +7,16 @@ times, after one warm-up batch (tracing):
 - `train`: the training pipeline (decode, augmentation, normalisation) at `--img_resize`,
 - `train_cached`: the same with `cache=True` (decoding done once),
 - `val`: the validation pipeline (inputs at `--img_resize`, targets at the native size),
-- `load_frame`: one frame decoded to numpy at native size (what evaluation tools use).
+- `load_frame`: one frame decoded to numpy at native size (what evaluation tools use),
+- `train_pre_resized` (with `--pre_resize H W`): the training pipeline reading a copy written
+  by `data_tools.resize` at H x W (the copy's writing time is reported per frame).
 
 Usage:
 
 ```
 python benchmarks/input_pipeline.py [--quick] [--json OUT.json] [--sizes 512x1024 1024x2048]
                                     [--img_resize 384 768] [--batch_size 8] [--frames 6]
+                                    [--pre_resize 384 768]
 ```
 
 `--quick` uses 2 frames per size and fewer batches (about a minute on a 2-core CPU). The
@@ -65,9 +68,15 @@ def _time_load_frame(root: str, stems: list[str], repeats: int) -> float:
 
 
 def benchmark_size(
-    root: str, img_resize: tuple[int, int], batch_size: int, batches: int
+    root: str,
+    img_resize: tuple[int, int],
+    batch_size: int,
+    batches: int,
+    pre_resize: tuple[int, int] | None = None,
+    scratch: str | None = None,
 ) -> dict[str, float]:
-    """Throughputs on one dataset root (split `train`)."""
+    """Throughputs on one dataset root (split `train`); `pre_resize` also times a resized copy
+    written under `scratch`."""
     from keras_mtl.data.pipeline import list_stems, make_dataset
 
     stems = list_stems(root, "train")
@@ -86,6 +95,16 @@ def benchmark_size(
         ),
         "load_frame": _time_load_frame(root, stems, repeats=max(4, batches)),
     }
+    if pre_resize:
+        from data_tools.resize import resize_dataset
+
+        copy = os.path.join(scratch or tempfile.mkdtemp(prefix="keras_mtl_resized_"), "resized")
+        start = time.perf_counter()
+        counts = resize_dataset(root, copy, pre_resize, splits=["train"], progress=False)
+        results["resize_seconds_per_frame"] = (time.perf_counter() - start) / counts["written"]
+        results["train_pre_resized"] = _time_dataset(
+            make_dataset(copy, "train", training=True, **common), batches, batch_size
+        )
     return results
 
 
@@ -99,7 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=6, help="synthetic frames per size")
     parser.add_argument("--batches", type=int, default=None, help="timed batches per pipeline")
     parser.add_argument("--data_path", default=None, help="time this dataset instead")
+    parser.add_argument(
+        "--pre_resize",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="also time training from a data_tools.resize copy at this size",
+    )
     args = parser.parse_args(argv)
+    pre_resize = tuple(args.pre_resize) if args.pre_resize else None
+    if pre_resize and min(pre_resize) <= 0:
+        raise UserError(f"--pre_resize {pre_resize[0]} {pre_resize[1]}: must be positive")
 
     frames = 2 if args.quick else args.frames
     batches = args.batches or (3 if args.quick else 10)
@@ -119,13 +149,16 @@ def main(argv: list[str] | None = None) -> int:
                 generate_dataset(root, frames, 0, height, width, seed=0, progress=False)
                 print(f"generated {frames} frames {text} in {time.perf_counter() - start:.0f} s")
                 sources.append((text, root))
-        for name, root in sources:
-            result = benchmark_size(root, img_resize, args.batch_size, batches)
+        for index, (name, root) in enumerate(sources):
+            scratch = os.path.join(tmp, f"pre_resized_{index}")
+            result = benchmark_size(root, img_resize, args.batch_size, batches, pre_resize, scratch)
             rows.append({"source": name, **result})
 
     header = (
         f"{'source':>10} | {'train':>8} | {'train_cached':>12} | {'val':>8} | {'load_frame':>10}"
     )
+    if pre_resize:
+        header += f" | {'train_pre_resized':>17}"
     print(
         f"\ninput pipeline, samples/s, img_resize {img_resize[0]}x{img_resize[1]}, "
         f"batch {args.batch_size}, {os.cpu_count()} CPU cores ({platform.machine()})"
@@ -133,15 +166,23 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(
+        line = (
             f"{row['source']:>10} | {row['train']:8.1f} | {row['train_cached']:12.1f} | "
             f"{row['val']:8.1f} | {row['load_frame']:10.1f}"
+        )
+        if pre_resize:
+            line += f" | {row['train_pre_resized']:17.1f}"
+        print(line)
+    if pre_resize:
+        print(
+            f"train_pre_resized reads a data_tools.resize copy at {pre_resize[0]}x{pre_resize[1]}"
         )
     if args.json:
         payload = {
             "benchmark": "input_pipeline",
             "unit": "samples/s",
             "img_resize": list(img_resize),
+            "pre_resize": list(pre_resize) if pre_resize else None,
             "batch_size": args.batch_size,
             "frames_per_size": frames,
             "timed_batches": batches,

@@ -120,6 +120,7 @@ class Preset:
         lr: Adam learning rate after warm-up.
         warmup_epochs: linear warm-up epochs.
         lr_milestones: fractions of the epochs after which the rate is halved.
+        depth_scale: metres per unit of the depth head (`keras_mtl.models.DEPTH_SCALE`).
         cache: keep decoded frames in memory.
         run_eagerly: no tf.function tracing (faster for a few steps: the tiny preset).
     """
@@ -134,6 +135,7 @@ class Preset:
     lr: float
     warmup_epochs: int
     lr_milestones: tuple[float, ...] = (0.4, 0.8)
+    depth_scale: float = 1.0
     cache: bool = True
     run_eagerly: bool = False
 
@@ -170,7 +172,7 @@ PRESETS: dict[str, Preset] = {
         output_size=(128, 256),
         width_mult=0.35,
         batch_size=8,
-        epochs=6,
+        epochs=8,
         steps_per_epoch=100,
         lr=3e-3,
         warmup_epochs=0,
@@ -227,6 +229,7 @@ def plan_runs(preset: Preset, methods: Sequence[str], seeds: Sequence[int], data
                             "lr": preset.lr,
                             "warmup_epochs": preset.warmup_epochs,
                             "lr_milestones": list(preset.lr_milestones),
+                            "depth_scale": preset.depth_scale,
                             "seed": int(seed),
                             "single_task": task,
                             "multi_task_type": "vanilla" if task else method,
@@ -486,18 +489,38 @@ def aggregate(results: Sequence[Mapping], rows: Sequence[str]) -> dict:
     return {"reference_single_task": reference, "rows": table, "checks": checks(table)}
 
 
-def _standard_error(a: Mapping, b: Mapping) -> float:
-    """Standard error of the difference of two means (0 when a side has one value)."""
-    return math.sqrt((a["std"] ** 2) / max(a["n"], 1) + (b["std"] ** 2) / max(b["n"], 1))
+def paired_difference(a: Mapping, b: Mapping, key: str, sign: float = 1.0) -> dict:
+    """`sign * (a - b)` per seed over the seeds both rows have, with its standard error.
+
+    Runs of one seed share the data order and, between multi-task rows, the initial weights,
+    so the per-seed differences cancel most of the seed-to-seed variation that the rows' own
+    standard deviations contain (a paired comparison). The standard error is
+    `stdev(differences) / sqrt(n)`; with one common seed it is undefined (reported as 0 and
+    never significant).
+    """
+    a_values = dict(zip(a["seeds"], a[key]["values"], strict=True))
+    b_values = dict(zip(b["seeds"], b[key]["values"], strict=True))
+    seeds = sorted(set(a_values) & set(b_values))
+    differences = [sign * (a_values[s] - b_values[s]) for s in seeds]
+    stats = mean_std(differences)
+    error = stats["std"] / math.sqrt(len(seeds)) if len(seeds) > 1 else 0.0
+    mean = stats["mean"] if seeds else 0.0
+    return {
+        "difference": mean,
+        "two_standard_errors": 2 * error,
+        "seeds": seeds,
+        "significant": bool(len(seeds) > 1 and abs(mean) > 2 * error),
+    }
 
 
 def checks(table: Mapping[str, Mapping]) -> dict:
-    """Does the table say something? Differences against 2 standard errors over seeds.
+    """Does the table say something? Paired per-seed differences against 2 standard errors.
 
     - `single_vs_vanilla`: per task, single-task minus vanilla (signed so that > 0 means
       single-task is better) and whether its size exceeds 2 standard errors (either way).
     - `methods_vs_vanilla`: per method, Delta_m(method) - Delta_m(vanilla) and whether it
-      exceeds 2 standard errors (negative = the method is better than vanilla).
+      exceeds 2 standard errors (negative = the method is better than vanilla), and `per_task`:
+      the method minus vanilla per task metric (> 0 = the method is better).
     - `ordering`: rows sorted by mean Delta_m (best first).
     """
     result: dict[str, Any] = {}
@@ -505,15 +528,12 @@ def checks(table: Mapping[str, Mapping]) -> dict:
     if single and vanilla:
         per_task = {}
         for task in TASK_NAMES:
-            metric = TASKS[task].metric
-            a, b = single[metric], vanilla[metric]
             sign = 1.0 if TASKS[task].higher_is_better else -1.0
-            diff = sign * (a["mean"] - b["mean"])
-            error = _standard_error(a, b)
+            paired = paired_difference(single, vanilla, TASKS[task].metric, sign)
             per_task[task] = {
-                "single_better_by": diff,
-                "two_standard_errors": 2 * error,
-                "significant": bool(abs(diff) > 2 * error and a["n"] > 1 and b["n"] > 1),
+                "single_better_by": paired["difference"],
+                "two_standard_errors": paired["two_standard_errors"],
+                "significant": paired["significant"],
             }
         result["single_vs_vanilla"] = per_task
         result["single_better_than_vanilla_on_some_task"] = any(
@@ -524,19 +544,27 @@ def checks(table: Mapping[str, Mapping]) -> dict:
         for row, entry in table.items():
             if row in (SINGLE_TASK_ROW, "vanilla") or "delta_m" not in entry:
                 continue
-            diff = entry["delta_m"]["mean"] - vanilla["delta_m"]["mean"]
-            error = _standard_error(entry["delta_m"], vanilla["delta_m"])
+            paired = paired_difference(entry, vanilla, "delta_m")
+            per_task = {}
+            for task in TASK_NAMES:
+                sign = 1.0 if TASKS[task].higher_is_better else -1.0
+                task_paired = paired_difference(entry, vanilla, TASKS[task].metric, sign)
+                per_task[task] = {
+                    "better_by": task_paired["difference"],
+                    "two_standard_errors": task_paired["two_standard_errors"],
+                    "significant": task_paired["significant"],
+                }
             methods[row] = {
-                "delta_m_minus_vanilla": diff,
-                "two_standard_errors": 2 * error,
-                "significant": bool(
-                    abs(diff) > 2 * error
-                    and entry["delta_m"]["n"] > 1
-                    and vanilla["delta_m"]["n"] > 1
-                ),
+                "delta_m_minus_vanilla": paired["difference"],
+                "two_standard_errors": paired["two_standard_errors"],
+                "significant": paired["significant"],
+                "per_task": per_task,
             }
         result["methods_vs_vanilla"] = methods
         result["some_method_differs_from_vanilla"] = any(v["significant"] for v in methods.values())
+        result["some_method_differs_from_vanilla_on_a_task"] = any(
+            t["significant"] for v in methods.values() for t in v["per_task"].values()
+        )
     ranked = [(row, e["delta_m"]["mean"]) for row, e in table.items() if "delta_m" in e]
     result["ordering"] = [row for row, _ in sorted(ranked, key=lambda item: item[1])]
     return result
@@ -587,8 +615,8 @@ def markdown_checks(summary: Mapping) -> str:
             if item["significant"]:
                 mark = "single-task better" if item["single_better_by"] > 0 else "vanilla better"
             parts.append(
-                f"{task} {item['single_better_by']:+.2f} (2 SE {item['two_standard_errors']:.2f}, "
-                f"{mark})"
+                f"{task} {item['single_better_by']:+.2f} (paired 2 SE "
+                f"{item['two_standard_errors']:.2f}, {mark})"
             )
         lines.append(
             "- Single-task better than vanilla by (metric units, > 0 = single better): "
@@ -602,11 +630,22 @@ def markdown_checks(summary: Mapping) -> str:
                 mark = "better" if item["delta_m_minus_vanilla"] < 0 else "worse"
             parts.append(
                 f"{method} {item['delta_m_minus_vanilla']:+.2f} "
-                f"(2 SE {item['two_standard_errors']:.2f}, {mark})"
+                f"(paired 2 SE {item['two_standard_errors']:.2f}, {mark})"
             )
         lines.append(
             "- Δm(method) − Δm(vanilla), points (< 0 = better than vanilla): " + "; ".join(parts)
         )
+        lines.append(
+            "- Method better than vanilla by, per task (metric units, > 0 = method better; "
+            "* = beyond paired 2 SE):"
+        )
+        for method, item in found["methods_vs_vanilla"].items():
+            tasks = [
+                f"{task} {value['better_by']:+.2f}{'*' if value['significant'] else ''} "
+                f"(2 SE {value['two_standard_errors']:.2f})"
+                for task, value in item.get("per_task", {}).items()
+            ]
+            lines.append(f"  - {method}: " + "; ".join(tasks))
     if found.get("ordering"):
         lines.append("- Ordering by mean Δm (best first): " + " > ".join(found["ordering"]))
     return "\n".join(lines)
@@ -719,6 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--width_mult", type=float)
     budget.add_argument("--img_resize", type=int, nargs=2, metavar=("H", "W"))
     budget.add_argument("--lr", type=float)
+    budget.add_argument("--depth_scale", type=float, help="metres per unit of the depth head")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser
 
@@ -727,7 +767,16 @@ def resolve_preset(args: argparse.Namespace) -> tuple[Preset, dict]:
     """The preset with the command-line budget overrides applied, and the overrides."""
     preset = PRESETS[args.preset]
     overrides = {}
-    for name in ("epochs", "steps_per_epoch", "batch_size", "width_mult", "img_resize", "lr"):
+    budget_flags = (
+        "epochs",
+        "steps_per_epoch",
+        "batch_size",
+        "width_mult",
+        "img_resize",
+        "lr",
+        "depth_scale",
+    )
+    for name in budget_flags:
         value = getattr(args, name)
         if value is None:
             continue

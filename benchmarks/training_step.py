@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from keras_mtl.errors import run_cli  # noqa: E402
 from keras_mtl.io import write_json_atomic  # noqa: E402
 
 METHODS = ("vanilla", "grad_norm", "pseudo_grad_norm", "uncertainty", "dwa", "pcgrad")
@@ -187,4 +188,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

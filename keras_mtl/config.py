@@ -44,6 +44,7 @@ class ModelConfig:
     width_mult: float = 1.0
     pretrained: str | None = None  # checkpoint to initialise from (by layer name)
     dropout: float = 0.2  # ASPP channel dropout of every decoder
+    depth_scale: float = 1.0  # metres per unit of the depth head (1 = the original head)
 
 
 @dataclass

@@ -1008,6 +1008,7 @@ def build_model(config: Config) -> keras.Model:
                 backbone=model_config.backbone,
                 width_mult=model_config.width_mult,
                 dropout=dropout,
+                depth_scale=model_config.depth_scale,
             )
         else:
             model = build_multitask_model(
@@ -1016,9 +1017,10 @@ def build_model(config: Config) -> keras.Model:
                 backbone=model_config.backbone,
                 width_mult=model_config.width_mult,
                 dropout=dropout,
+                depth_scale=model_config.depth_scale,
             )
     except ValueError as error:
-        raise UserError(f"--img_resize/--backbone/--width_mult: {error}") from None
+        raise UserError(f"--img_resize/--backbone/--width_mult/--depth_scale: {error}") from None
     if model_config.pretrained:
         if not Path(model_config.pretrained).exists():
             raise UserError(f"--pretrained {model_config.pretrained}: no such file")

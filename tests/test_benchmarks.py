@@ -55,7 +55,7 @@ def _fake_results():
             )
     vanilla = {
         0: {"depth_ard_percent": 12.0, "semantic_miou": 70.0, "motion_miou": 60.0},
-        1: {"depth_ard_percent": 14.0, "semantic_miou": 72.0, "motion_miou": 62.0},
+        1: {"depth_ard_percent": 12.0, "semantic_miou": 73.0, "motion_miou": 62.0},
     }
     better = {
         0: {"depth_ard_percent": 11.0, "semantic_miou": 81.0, "motion_miou": 72.0},
@@ -100,17 +100,27 @@ def test_checks_flag_significant_and_noisy_differences():
     _, _, _, results = _fake_results()
     summary = reproduce_table.aggregate(results, ["single_task", "vanilla", "uncertainty"])
     found = summary["checks"]
-    # semantic: single 81 +- 1.41 vs vanilla 71 +- 1.41 -> +10 > 2 SE = 2*sqrt(1 + 1) = 2.83.
+    # Paired over seeds. semantic: single - vanilla = 10, 9 -> mean 9.5, stdev 0.707,
+    # SE 0.5 -> 2 SE 1.0 < 9.5 (the unpaired SE would be 2 * sqrt(2 / 2 + 4.5 / 2) = 3.6).
     semantic = found["single_vs_vanilla"]["semantic"]
-    assert semantic["single_better_by"] == pytest.approx(10.0)
-    assert semantic["two_standard_errors"] == pytest.approx(2 * math.sqrt(2.0))
+    assert semantic["single_better_by"] == pytest.approx(9.5)
+    assert semantic["two_standard_errors"] == pytest.approx(2 * math.sqrt(0.5) / math.sqrt(2))
     assert semantic["significant"]
-    # depth: single 11 +- 1.41 vs vanilla 13 +- 1.41 -> +2 < 2 SE = 2.83.
+    # depth (lower is better): vanilla - single = 2, 0 -> mean 1, 2 SE 2 * 1.414 / 1.414 = 2.
     depth = found["single_vs_vanilla"]["depth"]
-    assert depth["single_better_by"] == pytest.approx(2.0)
+    assert depth["single_better_by"] == pytest.approx(1.0)
+    assert depth["two_standard_errors"] == pytest.approx(2.0)
     assert not depth["significant"]
     assert found["single_better_than_vanilla_on_some_task"]
     assert found["methods_vs_vanilla"]["uncertainty"]["delta_m_minus_vanilla"] < 0
+    # Per task, paired: "better" - vanilla on semantic = 81 - 70, 80 - 73 -> mean 9, stdev
+    # 2.83, 2 SE 4.0 -> significant; on depth (lower is better) 12 - 11, 12 - 11.5 -> 0.75.
+    per_task = found["methods_vs_vanilla"]["uncertainty"]["per_task"]
+    assert per_task["semantic"]["better_by"] == pytest.approx(9.0)
+    assert per_task["semantic"]["two_standard_errors"] == pytest.approx(4.0)
+    assert per_task["semantic"]["significant"]
+    assert per_task["depth"]["better_by"] == pytest.approx(0.75)
+    assert found["some_method_differs_from_vanilla_on_a_task"]
     assert found["ordering"][-1] == "vanilla"
 
 
@@ -127,11 +137,11 @@ def test_checks_tell_which_side_is_better():
         swapped.append(result)
     found = reproduce_table.aggregate(swapped, ["single_task", "vanilla"])["checks"]
     semantic = found["single_vs_vanilla"]["semantic"]
-    assert semantic["single_better_by"] == pytest.approx(81.0 - 91.0)
+    assert semantic["single_better_by"] == pytest.approx(81.0 - 91.5)
     assert semantic["significant"]
     assert not found["single_better_than_vanilla_on_some_task"]
     text = reproduce_table.markdown_checks({"checks": found})
-    assert "semantic -10.00" in text and "vanilla better" in text
+    assert "semantic -10.50" in text and "vanilla better" in text
 
 
 def test_one_seed_is_never_significant():
@@ -251,7 +261,9 @@ def test_run_summary_against_hand_computed_figures():
             ],
         },
         "inference": {"latency_ratio": 0.6},
-        "input_pipeline": {"results": [{"train": 30.0}, {"train": 20.0}]},
+        "input_pipeline": {
+            "results": [{"train": 30.0, "train_pre_resized": 90.0}, {"train": 20.0}]
+        },
     }
     summary = run.summarize(details)
     assert summary["step_time_ratio"]["grad_norm"] == pytest.approx(1.2)
@@ -259,6 +271,7 @@ def test_run_summary_against_hand_computed_figures():
     # training: 4 / 0.5 = 8 samples/s; pipeline: the slower source, 20 -> headroom 2.5.
     assert summary["training_samples_per_s"] == pytest.approx(8.0)
     assert summary["pipeline_headroom"] == pytest.approx(2.5)
+    assert summary["pipeline_headroom_pre_resized"] == pytest.approx(90.0 / 8.0)
     assert summary["pass"] == {
         "step_time_ratio.grad_norm": False,
         "step_time_ratio.pseudo_grad_norm": None,
@@ -294,6 +307,7 @@ def test_run_tiny_end_to_end(tmp_path):
     assert report["training_samples_per_s"] > 0 and report["pipeline_samples_per_s"] > 0
     assert report["mtl_vs_single_latency_ratio"] > 0
     assert report["pipeline_headroom"] > 0
+    assert report["pipeline_headroom_pre_resized"] > 0
     assert report["errors"] == {}
     assert set(report["details"]) == {"input_pipeline", "inference", "training_step"}
     assert report["pass"]["step_time_ratio.pcgrad"] is None  # not run in the tiny mode

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from keras_mtl.errors import UserError
 from keras_mtl.models import (
+    DEPTH_SCALE,
     LAST_SHARED_LAYER,
     SHARED_FEATURES_LAYER,
     MultiTaskNet,
@@ -192,6 +193,24 @@ def test_bad_sizes_and_names():
         build_multitask_model(IMG_SIZE, backbone="resnet50", width_mult=WIDTH)
     with pytest.raises(ValueError, match="unknown task"):
         build_single_task_model("normals", IMG_SIZE)
+
+
+def test_depth_scale_multiplies_only_the_depth_head(multitask):
+    assert multitask.get_config()["depth_scale"] == DEPTH_SCALE == 1.0
+    scaled = MultiTaskNet.from_config(dict(multitask.get_config(), depth_scale=10.0))
+    assert scaled.get_layer("depth_decoder.output_scale") is not None
+    for layer in multitask.layers:  # the same layers plus a weightless Rescaling
+        scaled.get_layer(layer.name).set_weights(layer.get_weights())
+    inputs = _inputs(6)
+    scaled_out, plain_out = _numpy_outputs(scaled, inputs), _numpy_outputs(multitask, inputs)
+    np.testing.assert_allclose(scaled_out["depth"], 10.0 * plain_out["depth"], rtol=1e-4, atol=1e-4)
+    for task in ("semantic", "motion"):
+        np.testing.assert_array_equal(scaled_out[task], plain_out[task])
+    with pytest.raises(ValueError, match="depth_scale"):
+        build_multitask_model(IMG_SIZE, width_mult=WIDTH, depth_scale=0.0)
+    # A config saved before depth_scale existed describes the original head (scale 1).
+    legacy = {k: v for k, v in scaled.get_config().items() if k != "depth_scale"}
+    assert MultiTaskNet.from_config(legacy).depth_scale == 1.0
 
 
 def test_save_load_round_trip(multitask, tmp_path):

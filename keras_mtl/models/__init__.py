@@ -8,6 +8,7 @@ encoder features) and `LAST_SHARED_LAYER` (last shared conv; its `kernel` is Gra
 from keras_mtl.models.blocks import SEPARATOR
 from keras_mtl.models.mobilenetv2 import BACKBONES
 from keras_mtl.models.multitask import (
+    DEPTH_SCALE,
     LAST_SHARED_LAYER,
     OUTPUT_STRIDE,
     SHARED_FEATURES_LAYER,
@@ -23,6 +24,7 @@ from keras_mtl.models.multitask import (
 
 __all__ = [
     "BACKBONES",
+    "DEPTH_SCALE",
     "LAST_SHARED_LAYER",
     "OUTPUT_STRIDE",
     "SEPARATOR",

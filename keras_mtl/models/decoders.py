@@ -24,6 +24,7 @@ def deeplabv3plus_lite_decoder(
     prefix: str,
     output_name: str,
     dropout: float = 0.2,
+    output_scale: float = 1.0,
 ) -> keras.KerasTensor:
     """DeepLabV3+ lite head: ASPP (no image pooling) + stride-4 shortcut + two bilinear x4.
 
@@ -44,6 +45,8 @@ def deeplabv3plus_lite_decoder(
         prefix: layer name prefix, e.g. `depth_decoder`.
         output_name: name of the final layer (the model's output name, e.g. `depth`).
         dropout: channel dropout rate after the ASPP concat (training only).
+        output_scale: constant multiplying the last convolution's output (1 = none). The
+            depth head uses it so that unit-scale activations mean metres at road-scene scale.
 
     Returns:
         The output at 16x the resolution of `features`.
@@ -78,6 +81,10 @@ def deeplabv3plus_lite_decoder(
         dtype="float32",
         name=f"{prefix}{sep}classifier",
     )(x)
+    if output_scale != 1.0:
+        x = keras.layers.Rescaling(
+            output_scale, dtype="float32", name=f"{prefix}{sep}output_scale"
+        )(x)
     return keras.layers.UpSampling2D(
         UPSAMPLE_FACTOR, interpolation="bilinear", dtype="float32", name=output_name
     )(x)

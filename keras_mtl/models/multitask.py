@@ -36,6 +36,8 @@ SHARED_FEATURES_LAYER = f"encoder{SEPARATOR}block17{SEPARATOR}project_bn"
 LAST_SHARED_LAYER = f"encoder{SEPARATOR}block17{SEPARATOR}project"
 FUSE_PREFIX = "fuse"
 ENCODER_PREFIX = "encoder"
+# Metres per unit of the depth head (`MultiTaskNet(depth_scale=...)`): 1 = the original head.
+DEPTH_SCALE = 1.0
 
 
 def stem_prefix(input_name: str) -> str:
@@ -81,6 +83,10 @@ class MultiTaskNet(keras.Model):
             keeps its 1x1 expansion, the original multi-task network).
         width_mult: MobileNetV2 channel multiplier (channels rounded to multiples of 8).
         dropout: channel dropout after each ASPP concat (training only).
+        depth_scale: metres per unit of the depth head's last convolution (a `Rescaling`
+            layer when not 1). The default, 1, is the original head; larger values make the
+            head's initial outputs span tens of metres but also multiply its effective step
+            size, which trained worse at lr 3e-3 (docs/model.md).
         **kwargs: `name`, `trainable`.
 
     Example:
@@ -101,6 +107,7 @@ class MultiTaskNet(keras.Model):
         backbone: str = "mobilenetv2_ericsun",
         width_mult: float = 1.0,
         dropout: float = 0.2,
+        depth_scale: float = DEPTH_SCALE,
         **kwargs,
     ) -> None:
         height, width = check_img_size(img_size)
@@ -117,6 +124,8 @@ class MultiTaskNet(keras.Model):
             raise ValueError(f"semantic_classes must be >= 2, got {semantic_classes}")
         if width_mult <= 0:
             raise ValueError(f"width_mult must be positive, got {width_mult}")
+        if not depth_scale > 0:
+            raise ValueError(f"depth_scale must be positive, got {depth_scale}")
 
         # === Functional model ===
         inputs = {
@@ -140,6 +149,7 @@ class MultiTaskNet(keras.Model):
                 prefix=decoder_prefix(task),
                 output_name=task,
                 dropout=dropout,
+                output_scale=depth_scale if task == "depth" else 1.0,
             )
             for task in tasks
         }
@@ -154,6 +164,7 @@ class MultiTaskNet(keras.Model):
         self.backbone = backbone
         self.width_mult = width_mult
         self.dropout = dropout
+        self.depth_scale = depth_scale
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -166,11 +177,13 @@ class MultiTaskNet(keras.Model):
             "backbone": self.backbone,
             "width_mult": self.width_mult,
             "dropout": self.dropout,
+            "depth_scale": self.depth_scale,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MultiTaskNet:
-        return cls(**config)
+        # Models saved before `depth_scale` existed have the original, unscaled depth head.
+        return cls(**{"depth_scale": 1.0, **config})
 
 
 def build_multitask_model(
@@ -179,6 +192,7 @@ def build_multitask_model(
     backbone: str = "mobilenetv2_ericsun",
     width_mult: float = 1.0,
     dropout: float = 0.2,
+    depth_scale: float = DEPTH_SCALE,
 ) -> MultiTaskNet:
     """The multi-task network: inputs `flow`, `rgb`; outputs `depth`, `semantic`, `motion`.
 
@@ -188,6 +202,7 @@ def build_multitask_model(
         backbone: `mobilenetv2_ericsun` (the original) or `mobilenetv2`.
         width_mult: MobileNetV2 channel multiplier.
         dropout: ASPP channel dropout.
+        depth_scale: metres per unit of the depth head (see `MultiTaskNet`).
 
     Example:
 
@@ -204,6 +219,7 @@ def build_multitask_model(
         backbone=backbone,
         width_mult=width_mult,
         dropout=dropout,
+        depth_scale=depth_scale,
     )
 
 
@@ -214,6 +230,7 @@ def build_single_task_model(
     backbone: str = "mobilenetv2",
     width_mult: float = 1.0,
     dropout: float = 0.2,
+    depth_scale: float = DEPTH_SCALE,
 ) -> MultiTaskNet:
     """A single-task baseline: the inputs of `TASKS[task].inputs`, one decoder, output `{task}`.
 
@@ -237,6 +254,7 @@ def build_single_task_model(
         backbone=backbone,
         width_mult=width_mult,
         dropout=dropout,
+        depth_scale=depth_scale,
     )
 
 
