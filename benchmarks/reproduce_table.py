@@ -513,6 +513,20 @@ def paired_difference(a: Mapping, b: Mapping, key: str, sign: float = 1.0) -> di
     }
 
 
+def _per_task_better_by(a: Mapping, b: Mapping, name: str) -> dict[str, dict]:
+    """Per task, how much row `a` beats row `b` on its metric (paired; `name` holds the value)."""
+    per_task = {}
+    for task in TASK_NAMES:
+        sign = 1.0 if TASKS[task].higher_is_better else -1.0
+        paired = paired_difference(a, b, TASKS[task].metric, sign)
+        per_task[task] = {
+            name: paired["difference"],
+            "two_standard_errors": paired["two_standard_errors"],
+            "significant": paired["significant"],
+        }
+    return per_task
+
+
 def checks(table: Mapping[str, Mapping]) -> dict:
     """Does the table say something? Paired per-seed differences against 2 standard errors.
 
@@ -526,15 +540,7 @@ def checks(table: Mapping[str, Mapping]) -> dict:
     result: dict[str, Any] = {}
     single, vanilla = table.get(SINGLE_TASK_ROW), table.get("vanilla")
     if single and vanilla:
-        per_task = {}
-        for task in TASK_NAMES:
-            sign = 1.0 if TASKS[task].higher_is_better else -1.0
-            paired = paired_difference(single, vanilla, TASKS[task].metric, sign)
-            per_task[task] = {
-                "single_better_by": paired["difference"],
-                "two_standard_errors": paired["two_standard_errors"],
-                "significant": paired["significant"],
-            }
+        per_task = _per_task_better_by(single, vanilla, "single_better_by")
         result["single_vs_vanilla"] = per_task
         result["single_better_than_vanilla_on_some_task"] = any(
             v["significant"] and v["single_better_by"] > 0 for v in per_task.values()
@@ -545,15 +551,7 @@ def checks(table: Mapping[str, Mapping]) -> dict:
             if row in (SINGLE_TASK_ROW, "vanilla") or "delta_m" not in entry:
                 continue
             paired = paired_difference(entry, vanilla, "delta_m")
-            per_task = {}
-            for task in TASK_NAMES:
-                sign = 1.0 if TASKS[task].higher_is_better else -1.0
-                task_paired = paired_difference(entry, vanilla, TASKS[task].metric, sign)
-                per_task[task] = {
-                    "better_by": task_paired["difference"],
-                    "two_standard_errors": task_paired["two_standard_errors"],
-                    "significant": task_paired["significant"],
-                }
+            per_task = _per_task_better_by(entry, vanilla, "better_by")
             methods[row] = {
                 "delta_m_minus_vanilla": paired["difference"],
                 "two_standard_errors": paired["two_standard_errors"],

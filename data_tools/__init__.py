@@ -11,12 +11,15 @@ None of the tools import TensorFlow.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from keras_mtl.errors import UserError
 from keras_mtl.io import write_bytes_atomic
@@ -86,3 +89,36 @@ def find_child_dir(root: Path, name: str) -> Path | None:
 def default_workers() -> int:
     """A worker count that leaves the machine usable: the CPU count, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
+
+
+def map_jobs(
+    function: Callable[[Any], Any],
+    jobs: Sequence[Any],
+    *,
+    workers: int | None,
+    desc: str,
+    progress: bool = True,
+    chunksize: int = 4,
+) -> Iterator[Any]:
+    """Yields `function(job)` for every job (in any order) under a tqdm progress bar.
+
+    Args:
+        function: a module-level function (it is pickled to spawned processes).
+        jobs: picklable arguments, one per call.
+        workers: processes (None = `default_workers()`; 1 = in this process).
+        desc: progress bar label.
+        progress: show the progress bar.
+        chunksize: jobs handed to a process at a time.
+    """
+    workers = default_workers() if workers is None else max(1, int(workers))
+    with tqdm(total=len(jobs), desc=desc, unit="frame", disable=not progress or not jobs) as bar:
+        if workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                yield function(job)
+                bar.update()
+        else:
+            # spawn, not fork: TensorFlow or OpenCV threads in the parent do not survive a fork.
+            with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+                for result in pool.imap_unordered(function, jobs, chunksize=chunksize):
+                    yield result
+                    bar.update()

@@ -23,7 +23,6 @@ Command line:
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import re
 from collections.abc import Sequence
@@ -32,11 +31,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from data_tools import (
-    default_workers,
     find_child_dir,
+    map_jobs,
     read_png,
     require_data_path,
     write_png_atomic,
@@ -274,17 +272,8 @@ def run_flow(
     root = require_data_path(data_path)
     strict = splits is not None
     jobs, skipped = _plan_jobs(root, splits or ("train", "val"), overwrite, params, strict)
-    workers = default_workers() if workers is None else max(1, int(workers))
-    bar = tqdm(total=len(jobs), desc="flow", unit="frame", disable=not progress or not jobs)
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            _run_job(job)
-            bar.update()
-    else:
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            for _ in pool.imap_unordered(_run_job, jobs, chunksize=4):
-                bar.update()
-    bar.close()
+    for _ in map_jobs(_run_job, jobs, workers=workers, desc="flow", progress=progress):
+        pass
     return {"written": len(jobs), "skipped": skipped}
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,10 +37,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from data_tools import (
-    default_workers,
+    map_jobs,
     read_png,
     require_data_path,
     write_json_atomic,
@@ -233,17 +231,8 @@ def resize_dataset(
                 skipped += 1
                 continue
             jobs.append(job)
-    workers = default_workers() if workers is None else max(1, int(workers))
-    bar = tqdm(total=len(jobs), desc="resize", unit="frame", disable=not progress or not jobs)
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            _resize_frame(job)
-            bar.update()
-    else:
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            for _ in pool.imap_unordered(_resize_frame, jobs, chunksize=4):
-                bar.update()
-    bar.close()
+    for _ in map_jobs(_resize_frame, jobs, workers=workers, desc="resize", progress=progress):
+        pass
     return {"written": len(jobs), "skipped": skipped}
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import os
 import shutil
 from dataclasses import asdict, dataclass, field, fields
@@ -41,9 +40,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from data_tools import default_workers, write_json_atomic, write_png_atomic
+from data_tools import default_workers, map_jobs, write_json_atomic, write_png_atomic
 from keras_mtl.data.labels import FIVE_CLASS_NAMES, LABEL_BY_NAME, label_ids_to_five_classes
 from keras_mtl.data.layout import (
     CAMERA_DIR,
@@ -1652,16 +1650,9 @@ def generate_dataset(
     ]
     workers = default_workers() if workers is None else max(1, int(workers))
     totals = np.zeros(7, dtype=np.int64)
-    with tqdm(total=len(jobs), desc="synthetic", unit="frame", disable=not progress) as bar:
-        if workers == 1 or len(jobs) == 1:
-            for job in jobs:
-                totals += _frame_job(job)
-                bar.update()
-        else:
-            with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-                for histogram in pool.imap_unordered(_frame_job, jobs, chunksize=2):
-                    totals += histogram
-                    bar.update()
+    frames = map_jobs(_frame_job, jobs, workers=workers, desc="synthetic", progress=progress)
+    for histogram in frames:
+        totals += histogram
     flow_counts = None
     splits = [split for split, count in counts.items() if count > 0]
     if flow:
