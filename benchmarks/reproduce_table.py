@@ -60,15 +60,9 @@ if str(REPO_ROOT) not in sys.path:
 from data_tools import write_bytes_atomic, write_json_atomic  # noqa: E402
 from keras_mtl.errors import UserError, run_cli  # noqa: E402
 from keras_mtl.tasks import TASK_NAMES, TASKS  # noqa: E402
+from keras_mtl.weighting import WEIGHTING_NAMES  # noqa: E402
 
-METHODS: tuple[str, ...] = (
-    "vanilla",
-    "grad_norm",
-    "pseudo_grad_norm",
-    "uncertainty",
-    "dwa",
-    "pcgrad",
-)
+METHODS: tuple[str, ...] = WEIGHTING_NAMES  # table rows after single-task, in registry order
 SINGLE_TASK_ROW = "single_task"
 METHOD_LABELS = {
     SINGLE_TASK_ROW: "Single-task (3 networks)",

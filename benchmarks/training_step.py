@@ -28,8 +28,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_mtl.errors import run_cli  # noqa: E402
 from keras_mtl.io import write_json_atomic  # noqa: E402
+from keras_mtl.weighting import WEIGHTING_NAMES  # noqa: E402
 
-METHODS = ("vanilla", "grad_norm", "pseudo_grad_norm", "uncertainty", "dwa", "pcgrad")
+METHODS = WEIGHTING_NAMES
 GOALS = {
     "grad_norm": 1.10,
     "pseudo_grad_norm": 1.10,

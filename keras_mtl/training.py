@@ -993,7 +993,14 @@ def build_model(config: Config) -> keras.Model:
     from keras_mtl.models import build_multitask_model, build_single_task_model, load_pretrained
 
     data, model_config = config.data, config.model
-    dropout = getattr(model_config, "dropout", 0.2)
+    architecture = dict(
+        img_size=data.img_resize,
+        semantic_classes=data.semantic_classes,
+        backbone=model_config.backbone,
+        width_mult=model_config.width_mult,
+        dropout=model_config.dropout,
+        depth_scale=model_config.depth_scale,
+    )
     try:
         if config.train.single_task:
             if config.train.single_task not in TASKS:
@@ -1001,24 +1008,9 @@ def build_model(config: Config) -> keras.Model:
                     f"--single_task {config.train.single_task!r}: choose one of "
                     f"{', '.join(TASK_NAMES)}"
                 )
-            model = build_single_task_model(
-                config.train.single_task,
-                img_size=data.img_resize,
-                semantic_classes=data.semantic_classes,
-                backbone=model_config.backbone,
-                width_mult=model_config.width_mult,
-                dropout=dropout,
-                depth_scale=model_config.depth_scale,
-            )
+            model = build_single_task_model(config.train.single_task, **architecture)
         else:
-            model = build_multitask_model(
-                img_size=data.img_resize,
-                semantic_classes=data.semantic_classes,
-                backbone=model_config.backbone,
-                width_mult=model_config.width_mult,
-                dropout=dropout,
-                depth_scale=model_config.depth_scale,
-            )
+            model = build_multitask_model(**architecture)
     except ValueError as error:
         raise UserError(f"--img_resize/--backbone/--width_mult/--depth_scale: {error}") from None
     if model_config.pretrained:

@@ -50,6 +50,7 @@ from keras_mtl.config import Config
 from keras_mtl.errors import UserError
 from keras_mtl.io import save_atomic, write_text_atomic
 from keras_mtl.tasks import TASK_NAMES, TASKS
+from keras_mtl.weighting import WEIGHTING_NAMES
 
 SEARCHES: tuple[str, ...] = ("weights", "weights+lr", "method")
 TUNERS: tuple[str, ...] = ("random", "bayesian", "hyperband")
@@ -61,14 +62,7 @@ BEST_CONFIG_FILE = "best_config.yaml"
 
 RATIO_RANGE = (0.1, 10.0)
 LR_RANGE = (1e-5, 1e-2)
-METHODS: tuple[str, ...] = (
-    "vanilla",
-    "grad_norm",
-    "pseudo_grad_norm",
-    "uncertainty",
-    "dwa",
-    "pcgrad",
-)
+METHODS: tuple[str, ...] = WEIGHTING_NAMES  # the registry's methods, in its order
 # Per-method hyper-parameters for --search method: (config field, low, high).
 METHOD_HYPERPARAMETERS: dict[str, tuple[str, float, float]] = {
     "grad_norm": ("grad_norm_alpha", 0.5, 3.0),
