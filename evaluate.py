@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from keras_mtl.data.layout import FLOW_DIR
 from keras_mtl.errors import UserError, run_cli
 from keras_mtl.io import write_bytes_atomic, write_json_atomic
 from keras_mtl.tasks import INPUT_NAMES, SEMANTIC_CLASS_CHOICES, TASK_NAMES, TASKS
@@ -376,6 +377,7 @@ def evaluate(
     save_predictions: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    flow_dir: str = FLOW_DIR,
 ) -> dict[str, Any]:
     """Evaluates `checkpoint` on `split` and returns the results dictionary (the JSON's content).
 
@@ -390,6 +392,7 @@ def evaluate(
         save_predictions: folder for per-frame prediction PNGs and grids, or None.
         overwrite: allow writing into a non-empty `save_predictions` folder.
         progress: show a progress bar.
+        flow_dir: name of the flow folder under `data_path`.
 
     Returns:
         `{"depth_ard_percent", "depth_abs_rel", "depth_rmse", "semantic_miou", "motion_miou",
@@ -422,7 +425,7 @@ def evaluate(
             f"which predicts {loaded.semantic_classes} classes: drop the flag or pass "
             f"{loaded.semantic_classes}"
         )
-    stems = list_stems(data_path, split, semantic_classes=semantic_classes)
+    stems = list_stems(data_path, split, flow_dir=flow_dir, semantic_classes=semantic_classes)
     if not stems:
         raise UserError(
             f"--data_path {data_path}: split {split!r} has no frames; pass another --split or "
@@ -441,6 +444,7 @@ def evaluate(
         training=False,
         output_size=output_size,
         semantic_classes=semantic_classes,
+        flow_dir=flow_dir,
         shuffle=False,
         repeat=False,
     )
@@ -520,6 +524,7 @@ def metrics_from_prediction_files(
     split: str,
     output_size: Sequence[int],
     semantic_classes: int = 5,
+    flow_dir: str = FLOW_DIR,
 ) -> dict[str, Any]:
     """Recomputes the metrics from the PNGs written by `--save_predictions`.
 
@@ -533,7 +538,7 @@ def metrics_from_prediction_files(
     from keras_mtl.data.pipeline import list_stems, make_dataset
 
     pred_dir = Path(pred_dir)
-    stems = list_stems(data_path, split, semantic_classes=semantic_classes)
+    stems = list_stems(data_path, split, flow_dir=flow_dir, semantic_classes=semantic_classes)
     if not stems:
         raise UserError(f"--data_path {data_path}: split {split!r} has no frames")
     tasks = [
@@ -556,6 +561,7 @@ def metrics_from_prediction_files(
         training=False,
         output_size=tuple(output_size),
         semantic_classes=semantic_classes,
+        flow_dir=flow_dir,
         shuffle=False,
         repeat=False,
     )
@@ -658,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--img_resize", nargs=2, type=int, required=True, metavar=("H", "W"))
     parser.add_argument("--output_size", nargs=2, type=int, required=True, metavar=("H", "W"))
     parser.add_argument("--split", default="val")
+    parser.add_argument("--flow_dir", default=FLOW_DIR, help="flow folder under --data_path")
     parser.add_argument("--semantic_classes", type=int, choices=SEMANTIC_CLASS_CHOICES)
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--json", help="write the results here (atomically)")
@@ -693,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         save_predictions=args.save_predictions,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        flow_dir=args.flow_dir,
     )
     if single_task is not None:
         from keras_mtl.metrics import DELTA_M_CONVENTION, delta_m

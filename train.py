@@ -3,6 +3,8 @@
 Every flag maps to one field of `keras_mtl.config.Config` (flag name = field name) and
 overrides the `--config` file. The run folder (`--save_path`) receives `checkpoint.keras`
 (every epoch), `model_best.keras`, `history.csv`, `config.yaml` and TensorBoard `logs/`.
+`--resume` continues from the run folder's own `config.yaml` (flags given with it may extend
+`--epochs` or change the devices and data path, not the model, weighting or input size).
 
 Examples:
 
@@ -11,7 +13,7 @@ python train.py --config configs/synthetic.yaml
 python train.py --multi_task_type uncertainty --img_resize 384 768 --output_size 1024 2048 \
     --gpus 0 1
 python train.py --config configs/synthetic.yaml --cpu_replicas 2   # distributed path on CPU
-python train.py --config configs/synthetic.yaml --resume           # continue a killed run
+python train.py --save_path runs/synthetic --resume               # continue a killed run
 ```
 """
 
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--gpus", nargs="+", type=int, metavar="ID", help="GPU ids (MirroredStrategy)")
     add("--cpu_replicas", type=int, metavar="N", help="N logical CPU replicas (testing)")
     add("--data_path", help="dataset root in the Cityscapes multitask layout")
+    add("--flow_dir", help="flow folder under --data_path (default: the original's name)")
     add("--save_path", help="run folder")
     add("--epochs", type=int)
     add("--steps_per_epoch", type=int, help="default: one pass over the training split")
@@ -120,9 +123,12 @@ def config_from_args(argv: list[str] | None = None):
     overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
     if "gpus" in overrides:
         overrides["gpus"] = tuple(overrides["gpus"])
-    from keras_mtl.config import load_config
+    from keras_mtl.config import load_config, resume_config
 
     config = load_config(args.config, overrides)
+    if config.train.resume:
+        # The run's own saved config, not --config, says what is being continued.
+        config = resume_config(config, overrides)
     validate(config)
     return config
 

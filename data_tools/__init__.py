@@ -10,7 +10,6 @@ None of the tools import TensorFlow.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -21,8 +20,20 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from keras_mtl.data import layout
 from keras_mtl.errors import UserError
-from keras_mtl.io import write_bytes_atomic
+from keras_mtl.io import write_bytes_atomic, write_json_atomic
+
+__all__ = [
+    "default_workers",
+    "find_child_dir",
+    "map_jobs",
+    "read_png",
+    "require_data_path",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_png_atomic",
+]
 
 
 def write_png_atomic(path: str | os.PathLike, image: np.ndarray, *, rgb: bool = False) -> None:
@@ -40,11 +51,6 @@ def write_png_atomic(path: str | os.PathLike, image: np.ndarray, *, rgb: bool = 
     if not ok:
         raise OSError(f"could not encode {path} as PNG")
     write_bytes_atomic(path, buffer.tobytes())
-
-
-def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
-    """Writes `value` as indented JSON, atomically."""
-    write_bytes_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_png(path: str | os.PathLike, *, rgb: bool = False) -> np.ndarray:
@@ -76,14 +82,10 @@ def require_data_path(data_path: str | os.PathLike, flag: str = "--data_path") -
 
 def find_child_dir(root: Path, name: str) -> Path | None:
     """`root/name`, matching the folder name case-insensitively (None when absent)."""
-    exact = root / name
-    if exact.is_dir():
-        return exact
-    if root.is_dir():
-        for child in sorted(root.iterdir()):
-            if child.is_dir() and child.name.lower() == name.lower():
-                return child
-    return None
+    try:
+        return layout.find_child_dir(root, name, "folder")
+    except UserError:
+        return None
 
 
 def default_workers() -> int:

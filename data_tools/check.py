@@ -93,11 +93,9 @@ def check_dataset(
     Raises:
         UserError: missing root, modality folder or split folder.
     """
-    splits = (
-        splits
-        or [s for s in layout.list_splits(data_path) if s in layout.SPLITS]
-        or (layout.list_splits(data_path))
-    )
+    # Default: the splits that have flow (Cityscapes' `test` has none); without a flow folder at
+    # all, every split, so that the scan explains what is missing.
+    splits = splits or layout.splits_with_flow(data_path, flow_dir) or layout.list_splits(data_path)
     counts: dict[str, int] = {}
     problems: list[str] = []
     for split in splits:
@@ -123,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m data_tools.check", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--data_path", default=layout.DEFAULT_DATA_PATH, help="dataset root")
-    parser.add_argument("--splits", nargs="+", default=None, help="splits (default: all found)")
+    parser.add_argument("--splits", nargs="+", default=None, help="splits (default: all with flow)")
     parser.add_argument("--semantic_classes", type=int, default=5, choices=(5, 19))
     parser.add_argument("--flow_dir", default=layout.FLOW_DIR, help="flow folder name")
     parser.add_argument("--deep", action="store_true", help="decode and check every file")

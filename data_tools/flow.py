@@ -39,10 +39,16 @@ from data_tools import (
     require_data_path,
     write_png_atomic,
 )
-from keras_mtl.data.layout import FLOW_DIR, PREVIOUS_DIR, RGB_DIR, RGB_SUFFIX, SEQUENCE_DIR
+from keras_mtl.data.layout import (
+    FLOW_DIR,
+    FLOW_OFFSET,
+    PREVIOUS_DIR,
+    RGB_DIR,
+    RGB_SUFFIX,
+    SEQUENCE_DIR,
+)
 from keras_mtl.errors import UserError, run_cli
 
-FLOW_OFFSET = 128.0
 STEM_PATTERN = re.compile(r"^(?P<city>.+)_(?P<seq>\d+)_(?P<frame>\d+)$")
 
 

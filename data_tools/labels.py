@@ -21,6 +21,7 @@ from data_tools import find_child_dir, read_png, require_data_path, write_png_at
 from keras_mtl.data.labels import label_ids_to_five_classes
 from keras_mtl.data.layout import FIVE_CLASS_SUFFIX, GT_DIR, LABEL_IDS_SUFFIX
 from keras_mtl.errors import UserError, run_cli
+from keras_mtl.tasks import IGNORE_INDEX
 
 
 def convert_label_file(label_ids_path: str | os.PathLike, output_path: str | os.PathLike) -> None:
@@ -79,11 +80,24 @@ def convert_labels(
     for source in tqdm(sources, desc="labels", unit="file", disable=not progress):
         output = Path(str(source)[: -len(LABEL_IDS_SUFFIX)] + FIVE_CLASS_SUFFIX)
         if output.exists() and not overwrite:
+            _check_five_class(output)
             skipped += 1
             continue
         convert_label_file(source, output)
         written += 1
     return {"written": written, "skipped": skipped}
+
+
+def _check_five_class(path: Path) -> None:
+    """Raises UserError unless the existing `path` holds 5-class ids (0..4, 255 ignore)."""
+    values = np.unique(read_png(path))
+    unexpected = values[(values > 4) & (values != IGNORE_INDEX)]
+    if unexpected.size:
+        raise UserError(
+            f"{path} exists with class ids up to {int(unexpected.max())}, not the 5-class labels "
+            "(cityscapesScripts writes 19-class files under this name); rerun with --overwrite "
+            "to replace them with 5-class labels"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

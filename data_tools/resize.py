@@ -45,13 +45,13 @@ from data_tools import (
     write_json_atomic,
     write_png_atomic,
 )
-from data_tools.flow import FLOW_OFFSET
 from keras_mtl.data.layout import (
     FIVE_CLASS_SUFFIX,
+    FLOW_OFFSET,
     LABEL_IDS_SUFFIX,
     FrameFiles,
     discover_frames,
-    list_splits,
+    splits_with_flow,
 )
 from keras_mtl.errors import UserError, run_cli
 
@@ -199,7 +199,8 @@ def resize_dataset(
         data_path: source dataset root (Cityscapes multitask layout, flow included).
         out: destination root; created if needed. Must not be `data_path` or inside it.
         size: (height, width) of every output image.
-        splits: splits to copy; None = every split the source has.
+        splits: splits to copy; None = every split with frames and flow (not Cityscapes'
+            `test`, which has no flow).
         workers: processes (None = CPU count, at most 8; 1 = in this process).
         overwrite: rewrite frames already in `out`.
         progress: show a tqdm progress bar.
@@ -220,9 +221,12 @@ def resize_dataset(
     out_root = Path(out).resolve()
     if out_root == root or root in out_root.parents:
         raise UserError(f"--out {out} is inside --data_path {data_path}; choose another folder")
-    splits = list(splits) if splits else list_splits(root)
+    splits = list(splits) if splits else splits_with_flow(root)
     if not splits:
-        raise UserError(f"--data_path {data_path}: no split folders; check the path")
+        raise UserError(
+            f"--data_path {data_path}: no split has both frames and flow; check the path, or "
+            "compute flow with `python -m data_tools.flow`"
+        )
     jobs, skipped = [], 0
     for split in splits:
         for frame in _frames_of_split(root, split):
@@ -247,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--size", required=True, nargs=2, type=int, metavar=("H", "W"), help="output size"
     )
-    parser.add_argument("--splits", nargs="+", default=None, help="default: every split")
+    parser.add_argument(
+        "--splits", nargs="+", default=None, help="default: every split that has flow"
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
     parser.add_argument("--overwrite", action="store_true", help="rewrite existing frames")
     args = parser.parse_args(argv)

@@ -70,6 +70,8 @@ BASELINE = 0.209313  # metres, Cityscapes' stereo baseline
 FOCAL_PER_WIDTH = 2262.52 / 2048.0  # Cityscapes' fx relative to the image width
 NEAR = 0.3  # metres; nothing closer to the camera is rendered
 MANIFEST = "synthetic_dataset.json"
+# Present while a generation runs: a rerun after an interruption may clear the folder again.
+IN_PROGRESS = "synthetic_dataset.in_progress"
 
 _ID = {name: label.id for name, label in LABEL_BY_NAME.items()}
 
@@ -1574,14 +1576,16 @@ def _clear_previous_dataset(root: Path) -> None:
     write into any other non-empty folder."""
     if not root.is_dir() or not any(root.iterdir()):
         return
-    if not (root / MANIFEST).is_file():
+    if not (root / MANIFEST).is_file() and not (root / IN_PROGRESS).is_file():
         raise UserError(
             f"--out {root} is not empty and holds no {MANIFEST}: choose a new or empty folder "
             "(the generator only replaces datasets it wrote itself)"
         )
+    # Marked first, so that an interruption anywhere below leaves a folder a rerun may clear.
+    write_json_atomic(root / IN_PROGRESS, {"note": "generation started, not finished"})
+    (root / MANIFEST).unlink(missing_ok=True)
     for folder in (RGB_DIR, SEQUENCE_DIR, GT_DIR, DISPARITY_DIR, CAMERA_DIR, FLOW_DIR):
         shutil.rmtree(root / folder, ignore_errors=True)
-    (root / MANIFEST).unlink()
 
 
 def generate_dataset(
@@ -1639,6 +1643,7 @@ def generate_dataset(
     _clear_previous_dataset(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(root / IN_PROGRESS, {"note": "generation started, not finished"})
     except OSError as error:
         raise UserError(
             f"--out {os.fspath(out_dir)!r}: cannot create the folder ({error})"
@@ -1675,6 +1680,7 @@ def generate_dataset(
         "flow": flow_counts,
     }
     write_json_atomic(root / MANIFEST, summary)
+    (root / IN_PROGRESS).unlink()
     return summary
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from keras_mtl.data.layout import DEFAULT_DATA_PATH, FLOW_DIR
 from keras_mtl.errors import UserError
+from keras_mtl.io import write_text_atomic
 
 
 @dataclass
@@ -101,13 +102,24 @@ class Config:
 
     def save(self, path: str | Path) -> None:
         """Writes the resolved config as YAML, atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False))
-        tmp.replace(path)
+        write_text_atomic(path, yaml.safe_dump(_plain(self.to_dict()), sort_keys=False))
 
 
 SECTIONS = {f.name: f.type for f in fields(Config)}
+
+RUN_CONFIG_NAME = "config.yaml"  # the resolved config a training run saves in its folder
+
+# What a run trains: a resumed run keeps these from its saved config (the checkpoint's weights,
+# weighting state and optimizer slots only fit them).
+FIXED_ON_RESUME: tuple[str, ...] = (
+    *(f.name for f in fields(ModelConfig) if f.name != "pretrained"),
+    *(f.name for f in fields(WeightingConfig)),
+    "img_resize",
+    "semantic_classes",
+    "single_task",
+    "mixed_precision",
+    "class_weights",
+)
 
 
 def field_section(name: str) -> str:
@@ -128,17 +140,26 @@ def _plain(value: Any) -> Any:
 
 
 def _coerce(section_obj: Any, name: str, value: Any, where: str) -> Any:
+    """`value` in the type of the field's default; raises UserError naming `where` and `name`."""
     default = getattr(section_obj, name)
-    if isinstance(default, tuple) and isinstance(value, list | tuple):
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple):
+            raise UserError(f"{where}: {name} must be a list (e.g. {list(default)}), got {value!r}")
         return tuple(value)
-    if isinstance(default, bool) and not isinstance(value, bool):
-        raise UserError(f"{where}: {name} must be true or false, got {value!r}")
-    if (
-        isinstance(default, float)
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-    ):
-        return float(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: {name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        # PyYAML reads `1e-4` (no dot) as a string; accept it as the number it spells.
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: {name} must be a number, got {value!r}") from None
+    if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
+        raise UserError(f"{where}: {name} must be an integer, got {value!r}")
     return value
 
 
@@ -196,3 +217,32 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if overrides:
         config = apply_overrides(config, overrides)
     return config
+
+
+def resume_config(config: Config, flags: dict[str, Any]) -> Config:
+    """The config of a resumed run: its saved `config.yaml` with the command-line `flags` applied.
+
+    `config` is the one the command line resolved to (it names the run folder). Flags may change
+    how training continues (`epochs`, `lr`, `gpus`, `data_path`, ...) but not what is trained.
+
+    Raises:
+        UserError: a flag changes a field of `FIXED_ON_RESUME`.
+    """
+    saved_path = Path(config.train.save_path) / RUN_CONFIG_NAME
+    if not saved_path.is_file():
+        return config  # nothing saved: the trainer reports that there is nothing to resume
+    saved = load_config(saved_path)
+    resumed = apply_overrides(saved, {**flags, "resume": True})
+    changed = []
+    for name in FIXED_ON_RESUME:
+        section = field_section(name)
+        before = getattr(getattr(saved, section), name)
+        after = getattr(getattr(resumed, section), name)
+        if before != after:
+            changed.append(f"--{name} {_plain(after)} (the run has {_plain(before)})")
+    if changed:
+        raise UserError(
+            f"--resume: {'; '.join(changed)}: a resumed run keeps what {saved_path} trains; "
+            "drop the flag, or start a new run with another --save_path"
+        )
+    return resumed

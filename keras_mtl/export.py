@@ -38,6 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl.data.layout import FLOW_DIR
 from keras_mtl.data.pipeline import NORMALIZATION_OFFSET, NORMALIZATION_SCALE, normalize_inputs
 from keras_mtl.errors import UserError
 from keras_mtl.io import write_bytes_atomic, write_json_atomic
@@ -479,6 +480,7 @@ def load_frames(
     img_size: Sequence[int],
     count: int,
     semantic_classes: int,
+    flow_dir: str = FLOW_DIR,
 ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
     """The first `count` frames of a split through the data pipeline, as raw pixels.
 
@@ -496,6 +498,7 @@ def load_frames(
         training=False,
         output_size=tuple(img_size),
         semantic_classes=semantic_classes,
+        flow_dir=flow_dir,
         shuffle=False,
         repeat=False,
     )
@@ -544,6 +547,7 @@ def export_model(
     *,
     img_resize: Sequence[int] | None = None,
     data_path: str | None = None,
+    flow_dir: str = FLOW_DIR,
     num_calibration: int = 32,
     num_eval: int = 4,
     calibration_split: str = "train",
@@ -566,6 +570,7 @@ def export_model(
             default the network's own input size.
         data_path: dataset root; required for `tflite_int8` (calibration). With it, parity and
             metrics use real frames, otherwise deterministic synthetic pixels.
+        flow_dir: name of the flow folder under `data_path`.
         num_calibration: calibration frames for int8 (from `calibration_split`).
         num_eval: frames (from `eval_split`) for parity, metrics and the int8 mIoU drop.
         class_maps: True: argmax maps for semantic and motion; False: logits.
@@ -609,7 +614,7 @@ def export_model(
     if data_path:
         say(f"reading {num_eval} {eval_split} frames from {data_path}")
         eval_inputs, eval_targets = load_frames(
-            data_path, eval_split, img_size, num_eval, semantic_classes
+            data_path, eval_split, img_size, num_eval, semantic_classes, flow_dir
         )
     else:
         eval_inputs, eval_targets = random_frames(img_size, num_eval), None
@@ -665,7 +670,7 @@ def export_model(
         if "tflite_int8" in formats:
             say(f"reading {num_calibration} {calibration_split} calibration frames")
             calibration, _ = load_frames(
-                data_path, calibration_split, img_size, num_calibration, semantic_classes
+                data_path, calibration_split, img_size, num_calibration, semantic_classes, flow_dir
             )
         for fmt, quantization in (
             ("tflite", "fp32"),
@@ -838,6 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="export at this input size (multiples of 16)",
     )
     parser.add_argument("--data_path", help="dataset root: calibration (int8) and parity frames")
+    parser.add_argument("--flow_dir", default=FLOW_DIR, help="flow folder under --data_path")
     parser.add_argument("--num_calibration", type=int, default=32, help="int8 calibration frames")
     parser.add_argument("--num_eval", type=int, default=4, help="frames for parity and metrics")
     parser.add_argument("--calibration_split", default="train")
@@ -870,6 +876,7 @@ def main(argv: list[str] | None = None) -> int:
         args.formats,
         img_resize=args.img_resize,
         data_path=args.data_path,
+        flow_dir=args.flow_dir,
         num_calibration=args.num_calibration,
         num_eval=args.num_eval,
         calibration_split=args.calibration_split,

@@ -6,6 +6,7 @@ An interrupted run never leaves a half-written file under the final name. Tensor
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -14,12 +15,25 @@ from pathlib import Path
 from typing import Any
 
 
+@functools.cache
+def _new_file_mode() -> int:
+    """The mode `open()` gives a new file under the process umask (mkstemp's is 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` atomically, creating the parent folder if needed."""
+    """Writes `data` to `path` atomically, creating the parent folder if needed.
+
+    The file gets the permissions a plain `open()` would give it, so that datasets and exports
+    can be shared; the temp file's private mode is not kept.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, _new_file_mode())
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.replace(tmp, path)
@@ -33,9 +47,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Writes `data` as indented JSON to `path` atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+def write_json_atomic(path: str | os.PathLike, data: Any, sort_keys: bool = True) -> None:
+    """Writes `data` as indented JSON to `path` atomically (keys sorted: stable diffs)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def save_atomic(save_fn: Callable[[str], None], path: str | os.PathLike) -> None:

@@ -2,8 +2,10 @@
 
 Every metric keeps sums and counts (never means) in metric variables, which Keras creates with
 `synchronization="on_read"` and `aggregation="sum"`: under `tf.distribute.MirroredStrategy` each
-replica accumulates its own share and reading `result()` sums the replicas, so a split evaluated
-on N replicas gives exactly the numbers of one device. Sums are kept in float64 because a split
+replica accumulates its own share and reading `result()` outside the replicas sums them. Inside
+a replica (a custom `test_step` returning `result()`) a read gives only that replica's share,
+so `result()` all-reduces the state there first: either way a split evaluated on N replicas
+gives exactly the numbers of one device, not the mean of N per-replica ratios. Sums are kept in float64 because a split
 at 1024x2048 holds ~1e9 pixels, far beyond float32's exact integer range (2^24).
 
 Definitions follow the original system (TI edgeai-torchvision, see docs/evaluation.md):
@@ -44,6 +46,17 @@ DELTA_M_CONVENTION = (
 ARD_MAX_DEPTH = 80.0  # metres: prediction and truth are clamped here for ARD
 ARD_MIN_DEPTH = 3.0  # metres: relative errors count only where the truth is farther than this
 MAX_PREDICTED_DEPTH = 255.0  # metres: resized depth predictions are clipped to [0, this]
+
+
+def _summed_over_replicas(state):
+    """`state` summed over the replicas when read inside one of several; as it is elsewhere."""
+    # tf.identity, not ops.convert_to_tensor (which returns a Keras variable as it is): the
+    # all-reduce needs a tensor placed on the replica's device.
+    state = tf.identity(state)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return state
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, state)
 
 
 def _spatial_size(tensor) -> tuple[int | None, int | None]:
@@ -174,7 +187,10 @@ class _DepthMetric(keras.metrics.Metric):
         self.count.assign(0.0)
 
     def _mean(self):
-        return ops.where(self.count > 0, self.total / ops.maximum(self.count, 1.0), 0.0)
+        # NaN, not 0, without valid pixels: 0 would read as a perfect depth score.
+        total = _summed_over_replicas(self.total)
+        count = _summed_over_replicas(self.count)
+        return ops.where(count > 0, total / ops.maximum(count, 1.0), float("nan"))
 
 
 class DepthARD(_DepthMetric):
@@ -371,7 +387,7 @@ class MeanIoU(keras.metrics.Metric):
         self.confusion.assign_add(counts)
 
     def _iou(self):
-        confusion = ops.convert_to_tensor(self.confusion)
+        confusion = _summed_over_replicas(self.confusion)
         true_positive = ops.diagonal(confusion)
         union = ops.sum(confusion, axis=0) + ops.sum(confusion, axis=1) - true_positive
         iou = ops.where(union > 0, true_positive / ops.maximum(union, 1.0), 0.0)

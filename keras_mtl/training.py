@@ -47,7 +47,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_mtl import losses as loss_lib
-from keras_mtl.config import Config, WeightingConfig
+from keras_mtl.config import RUN_CONFIG_NAME, Config, TrainConfig, WeightingConfig
 from keras_mtl.errors import UserError
 from keras_mtl.io import save_atomic, write_text_atomic
 from keras_mtl.tasks import TASK_NAMES, TASKS
@@ -55,7 +55,6 @@ from keras_mtl.tasks import TASK_NAMES, TASKS
 CHECKPOINT_NAME = "checkpoint.keras"
 BEST_MODEL_NAME = "model_best.keras"
 HISTORY_NAME = "history.csv"
-CONFIG_NAME = "config.yaml"
 LOGS_DIR = "logs"
 VALIDATION_METRICS: tuple[str, ...] = (
     "depth_ard_percent",
@@ -85,6 +84,28 @@ def metric_higher_is_better(metric: str) -> bool:
         if metric == task.metric:
             return task.higher_is_better
     return "miou" in metric
+
+
+def pivot_metric_of(train: TrainConfig) -> str:
+    """The validation metric that chooses model_best.keras for this run.
+
+    A single-task run that keeps the default pivot (motion mIoU) is judged by its own task's
+    headline metric instead, since it never reports the others.
+
+    Raises:
+        UserError: `pivot_metric` is not reported by this run.
+    """
+    tasks = [train.single_task] if train.single_task else list(TASK_NAMES)
+    reported = {"loss", *(f"loss_{t}" for t in tasks)}
+    reported |= {m for m in VALIDATION_METRICS if m.split("_", 1)[0] in tasks}
+    if train.pivot_metric in reported:
+        return train.pivot_metric
+    if train.single_task and train.pivot_metric == TrainConfig.pivot_metric:
+        return TASKS[train.single_task].metric
+    raise UserError(
+        f"pivot_metric {train.pivot_metric!r}: this run does not report it; choose one of "
+        f"{', '.join(sorted(reported))}"
+    )
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -578,6 +599,8 @@ class MultiTaskTrainer(keras.Model):
             ]
         variables = model_variables + weighting_variables
         gradients = list(model_gradients) + list(weighting_gradients)
+        if num_replicas > 1 and isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            gradients = overflow_on_any_replica(gradients, replica_context)
         pairs = [(g, v) for g, v in zip(gradients, variables, strict=True) if g is not None]
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
 
@@ -789,6 +812,24 @@ def _times(coefficient, gradient):
 
 def _num_replicas(replica_context) -> int:
     return 1 if replica_context is None else int(replica_context.num_replicas_in_sync)
+
+
+def overflow_on_any_replica(gradients: Sequence, replica_context) -> list:
+    """The gradients, made non-finite on every replica when any replica's are non-finite.
+
+    Keras' `LossScaleOptimizer` decides whether to skip a step from the first replica's
+    gradients (it expects all-reduced ones); this step hands it per-replica gradients, so an
+    fp16 overflow on another replica alone would be summed into the weights (or the replicas
+    would take different branches around the optimizer's all-reduce). Shared, every replica
+    skips the step and lowers the loss scale together.
+    """
+    present = [g for g in gradients if g is not None]
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in present])
+    overflowed = replica_context.all_reduce(
+        tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32)
+    )
+    poison = tf.where(overflowed > 0.0, float("nan"), 0.0)
+    return [None if g is None else g + tf.cast(poison, g.dtype) for g in gradients]
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -1154,6 +1195,7 @@ def run_training(
     train = config.train
     save_path = Path(train.save_path)
     checkpoint = save_path / CHECKPOINT_NAME
+    pivot_metric = pivot_metric_of(train)
     if train.resume and not checkpoint.is_file():
         raise UserError(f"--resume: nothing to resume, {checkpoint} does not exist")
     if train.mixed_precision:
@@ -1184,16 +1226,17 @@ def run_training(
         print(f"resuming from {checkpoint} after epoch {initial_epoch}", flush=True)
     else:
         save_path.mkdir(parents=True, exist_ok=True)
-        for stale in (HISTORY_NAME,):
+        # A new run in an old folder: its history and best model must not outlive it.
+        for stale in (HISTORY_NAME, BEST_MODEL_NAME):
             if (save_path / stale).exists():
                 (save_path / stale).unlink()
-    config.save(save_path / CONFIG_NAME)
+    config.save(save_path / RUN_CONFIG_NAME)
 
     guard = NaNGuard(trainer.task_names)
     callbacks = [
         guard,
         WeightingEpochEnd(guard),
-        RunArtifacts(save_path, train.pivot_metric, trainer.task_names, guard),
+        RunArtifacts(save_path, pivot_metric, trainer.task_names, guard),
         keras.callbacks.TensorBoard(log_dir=str(save_path / LOGS_DIR), write_graph=False),
     ]
     val_steps = train.val_steps
@@ -1222,7 +1265,7 @@ def run_training(
             f"training stopped: {guard.failure}; the last good checkpoint is {checkpoint} "
             "(lower --lr or check the data, then --resume)"
         )
-    return summarize_history(save_path / HISTORY_NAME, train.pivot_metric)
+    return summarize_history(save_path / HISTORY_NAME, pivot_metric)
 
 
 def summarize_history(path: str | os.PathLike, pivot_metric: str) -> dict:

@@ -113,3 +113,14 @@ def test_bad_input(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and result.stderr.startswith("error: --data_path")
     assert "Traceback" not in result.stderr
+
+
+def test_existing_19_class_train_ids_are_refused_until_overwrite(tmp_path: Path) -> None:
+    ids = np.full((4, 6), 26, dtype=np.uint8)
+    _write_label_ids(tmp_path, "train", "aachen", "aachen_000000_000019", ids)
+    output = tmp_path / GT_DIR / "train" / "aachen" / f"aachen_000000_000019{FIVE_CLASS_SUFFIX}"
+    write_png_atomic(output, np.full((4, 6), 13, np.uint8))  # cityscapesScripts: car = 13
+    with pytest.raises(UserError, match=r"aachen_000000_000019.*class ids up to 13.*--overwrite"):
+        convert_labels(tmp_path, progress=False)
+    assert convert_labels(tmp_path, overwrite=True, progress=False) == {"written": 1, "skipped": 0}
+    assert np.all(read_png(output) == 3)

@@ -151,6 +151,13 @@ def test_miou_streaming_equals_one_shot_and_reset():
     assert float(np.abs(streamed.confusion.numpy()).sum()) == 0.0
 
 
+def test_depth_metrics_without_valid_pixels_are_nan_not_perfect():
+    truth = np.zeros((1, 4, 4, 1), np.float32)  # every pixel invalid
+    for metric in (DepthARD(), DepthAbsRel(), DepthRMSE()):
+        metric.update_state(truth, np.ones_like(truth))
+        assert np.isnan(float(metric.result())), metric.name
+
+
 def test_miou_prediction_at_other_size_is_argmax_then_nearest():
     truth = np.array([[[0, 0, 1, 1], [0, 0, 1, 1]]], np.int32)  # [1, 2, 4]
     logits = np.array([[[[3.0, 0.0], [0.0, 3.0]]]], np.float32)  # [1, 1, 2, 2] -> ids [0, 1]
@@ -242,16 +249,24 @@ TWO_REPLICA_SCRIPT = textwrap.dedent(
                 metrics[0].update_state(dt, dp)
                 metrics[1].update_state(dt, dp)
                 metrics[2].update_state(ct, cp)
-            strategy.run(replica_fn, args=batch)
+                # Read inside the replica, as a custom test_step does.
+                return [m.result() for m in metrics]
+            return strategy.run(replica_fn, args=batch)
 
         for batch in data:
-            step(batch)
-        return [float(m.result()) for m in metrics]
+            per_replica = step(batch)
+        # Keras averages step logs over replicas when it cannot re-read the metrics.
+        in_replica = [
+            float(np.mean([t.numpy() for t in strategy.experimental_local_results(v)]))
+            for v in per_replica
+        ]
+        return [float(m.result()) for m in metrics], in_replica
 
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    two = evaluate(tf.distribute.MirroredStrategy(devices))
-    one = evaluate(tf.distribute.OneDeviceStrategy(devices[0]))
-    print("RESULT " + json.dumps({"replicas": len(devices), "two": two, "one": one}))
+    two, two_in_replica = evaluate(tf.distribute.MirroredStrategy(devices))
+    one, _ = evaluate(tf.distribute.OneDeviceStrategy(devices[0]))
+    print("RESULT " + json.dumps(
+        {"replicas": len(devices), "two": two, "two_in_replica": two_in_replica, "one": one}))
     """
 )
 
@@ -271,6 +286,7 @@ def test_two_replicas_equal_one_replica():
     result = json.loads(line[len("RESULT ") :])
     assert result["replicas"] == 2
     np.testing.assert_allclose(result["two"], result["one"], rtol=1e-6)
+    np.testing.assert_allclose(result["two_in_replica"], result["one"], rtol=1e-6)
     assert all(value > 0 for value in result["one"])
 
 

@@ -277,6 +277,20 @@ def test_bad_arguments_raise_user_error(tmp_path: Path) -> None:
         generate_dataset(tmp_path, 1, 0, 64, 128, progress=False)
 
 
+def test_an_interrupted_generation_can_be_rerun_into_the_same_folder(tmp_path: Path) -> None:
+    from data_tools.synthetic import IN_PROGRESS, MANIFEST
+
+    out = tmp_path / "synthetic"
+    stale = out / "leftImg8bit" / "train" / "city" / "city_000000_000019_leftImg8bit.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a frame")
+    (out / IN_PROGRESS).write_text("{}")  # killed before the manifest was written
+    summary = generate_dataset(out, 1, 0, 64, 128, workers=1, flow=False, progress=False)
+    assert summary["splits"] == {"train": 1}
+    assert (out / MANIFEST).is_file() and not (out / IN_PROGRESS).exists()
+    assert not stale.exists()
+
+
 def test_cli_bad_flag_is_one_line_exit_2(tmp_path: Path) -> None:
     import subprocess
     import sys

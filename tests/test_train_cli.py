@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,9 +43,9 @@ def test_every_flag_is_a_config_field():
 def test_flags_override_the_config_file():
     config = train.config_from_args(
         ["--config", str(ROOT / "configs/synthetic.yaml"), "--epochs", "7"]
-        + ["--img_resize", "64", "128", "--multi_task_type", "learned", "--resume"]
+        + ["--img_resize", "64", "128", "--multi_task_type", "learned", "--mixed_precision"]
     )
-    assert config.train.epochs == 7 and config.train.resume is True
+    assert config.train.epochs == 7 and config.train.mixed_precision is True
     assert config.data.img_resize == (64, 128)
     assert config.weighting.multi_task_type == "pseudo_grad_norm"
     assert config.data.data_path == "data/synthetic" and config.model.width_mult == 0.5
@@ -90,6 +91,49 @@ def test_missing_data_path(tmp_path):
     argv = ["--data_path", str(tmp_path / "nowhere"), "--save_path", str(tmp_path / "run")]
     with pytest.raises(UserError, match=r"--data_path .*nowhere: no such folder"):
         train.main(argv)
+
+
+def test_yaml_values_are_checked_against_the_field_types(tmp_path):
+    from keras_mtl.config import load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 1e-4\n  epochs: 3\n")  # PyYAML reads 1e-4 as a string
+    assert load_config(path).train.lr == 1e-4
+    for text, message in (
+        ("data:\n  img_resize: 384\n", r"img_resize must be a list \(e.g. \[384, 768\]\)"),
+        ("train:\n  lr: fast\n", r"lr must be a number, got 'fast'"),
+        ("train:\n  epochs: 2.5\n", r"epochs must be an integer, got 2.5"),
+        ("data:\n  augment: 1\n", r"augment must be true or false"),
+    ):
+        path.write_text(text)
+        with pytest.raises(UserError, match=rf"--config {re.escape(str(path))}: {message}"):
+            load_config(path)
+
+
+def test_resume_continues_the_saved_config_and_refuses_changes_to_it(tmp_path):
+    run = tmp_path / "run"
+    first = train.config_from_args(
+        ["--config", str(ROOT / "configs/synthetic.yaml"), "--save_path", str(run)]
+        + ["--multi_task_type", "uncertainty", "--width_mult", "0.35", "--epochs", "3"]
+    )
+    run.mkdir()
+    first.save(run / "config.yaml")
+    # The shipped config says vanilla and width 0.5; the run folder's config wins.
+    resumed = train.config_from_args(
+        ["--config", str(ROOT / "configs/synthetic.yaml"), "--save_path", str(run)]
+        + ["--resume", "--epochs", "6", "--lr", "0.001"]
+    )
+    assert resumed.weighting.multi_task_type == "uncertainty"
+    assert resumed.model.width_mult == 0.35
+    assert resumed.train.epochs == 6 and resumed.train.lr == 0.001 and resumed.train.resume
+    same = train.config_from_args(["--save_path", str(run), "--resume", "--width_mult", "0.35"])
+    assert same.model.width_mult == 0.35 and same.data.data_path == first.data.data_path
+    with pytest.raises(UserError, match=r"--multi_task_type grad_norm \(the run has uncertainty\)"):
+        train.config_from_args(
+            ["--save_path", str(run), "--resume", "--multi_task_type", "grad_norm"]
+        )
+    with pytest.raises(UserError, match=r"--img_resize \[64, 128\] \(the run has \[128, 256\]\)"):
+        train.config_from_args(["--save_path", str(run), "--resume", "--img_resize", "64", "128"])
 
 
 def test_resume_with_nothing_to_resume(tmp_path):

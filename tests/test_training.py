@@ -325,6 +325,33 @@ def replica_check() -> dict:
             "max_move": max(moved),
             "norm_rel_diff": norm_diff,
         }
+    # An fp16 overflow on replica 1 only must make both replicas skip the step.
+    from keras_mtl.training import overflow_on_any_replica
+
+    def replica_gradients(finite_everywhere: bool):
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            bad = tf.logical_and(
+                tf.equal(context.replica_id_in_sync_group, 1), not finite_everywhere
+            )
+            gradient = tf.where(bad, float("inf"), 1.0) * tf.ones([3])
+            shared = overflow_on_any_replica([gradient, None, tf.ones([2])], context)
+            return [tf.reduce_all(tf.math.is_finite(g)) for g in shared if g is not None]
+
+        results = mirrored.run(tf.function(replica_fn))
+        return [[bool(t) for t in mirrored.experimental_local_results(r)] for r in results]
+
+    report["overflow"] = {"one": replica_gradients(False), "none": replica_gradients(True)}
+
+    # Keras' evaluate on 2 replicas: the metrics of the whole split, not a mean over replicas.
+    evaluations = []
+    for strategy in (tf.distribute.get_strategy(), mirrored):
+        trainer = sgd_trainer("vanilla", weights, strategy=strategy)
+        logs = trainer.evaluate(
+            as_dataset(tiny_batches(2, batch=4, seed=7)), return_dict=True, verbose=0
+        )
+        evaluations.append({name: float(value) for name, value in logs.items()})
+    report["evaluate"] = {"single": evaluations[0], "mirrored": evaluations[1]}
     return report
 
 
@@ -343,11 +370,34 @@ def test_two_replicas_equal_one_device():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
+    evaluation = report.pop("evaluate")
+    overflow = report.pop("overflow")
+    assert overflow["one"] == [[False, False], [False, False]]  # both replicas skip
+    assert overflow["none"] == [[True, True], [True, True]]
     assert set(report) == {"vanilla", "grad_norm", "pseudo_grad_norm", "uncertainty", "pcgrad"}
+    single, mirrored = evaluation["single"], evaluation["mirrored"]
+    assert {"semantic_miou", "motion_miou", "depth_ard_percent", "loss"} <= set(single)
+    for name, value in single.items():
+        np.testing.assert_allclose(mirrored[name], value, rtol=1e-5, err_msg=name)
     for method, numbers in report.items():
         assert numbers["max_move"] > 1e-4, method  # the step did something
         assert numbers["max_diff"] < 2e-5, (method, numbers)
         assert numbers["norm_rel_diff"] < 1e-5, (method, numbers)
+
+
+def test_pivot_metric_of_a_single_task_run_is_its_own_task_metric():
+    from keras_mtl.config import TrainConfig
+    from keras_mtl.errors import UserError
+    from keras_mtl.training import pivot_metric_of
+
+    assert pivot_metric_of(TrainConfig()) == "motion_miou"
+    assert pivot_metric_of(TrainConfig(single_task="depth")) == "depth_ard_percent"
+    assert pivot_metric_of(TrainConfig(single_task="semantic")) == "semantic_miou"
+    assert pivot_metric_of(TrainConfig(single_task="depth", pivot_metric="loss")) == "loss"
+    with pytest.raises(UserError, match=r"pivot_metric 'semantic_miou': this run does not"):
+        pivot_metric_of(TrainConfig(single_task="depth", pivot_metric="semantic_miou"))
+    with pytest.raises(UserError, match="depth_abs_rel"):
+        pivot_metric_of(TrainConfig(pivot_metric="miou"))
 
 
 # --------------------------------------------------------------------------- run loop

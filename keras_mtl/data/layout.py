@@ -25,6 +25,7 @@ RGB_SUFFIX = "_leftImg8bit.png"
 SEQUENCE_DIR = "leftImg8bit_sequence"
 PREVIOUS_DIR = "leftImg8bit_previous"
 FLOW_DIR = "leftImg8bit_flow_farneback_confidence"
+FLOW_OFFSET = 128.0  # flow PNGs store u + 128, v + 128 (and a confidence)
 GT_DIR = "gtFine"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 FIVE_CLASS_SUFFIX = "_gtFine_labelTrainIds.png"
@@ -33,8 +34,6 @@ DISPARITY_DIR = "disparity"
 DISPARITY_SUFFIX = "_disparity.png"
 CAMERA_DIR = "camera"
 CAMERA_SUFFIX = "_camera.json"
-SPLITS = ("train", "val", "test")
-
 # Depth from disparity: depth = fx * baseline / ((p - 1) / 256), clipped to this range (metres).
 MIN_DEPTH = 1.0
 MAX_DEPTH = 255.0
@@ -141,6 +140,20 @@ def list_splits(data_path: str | Path) -> list[str]:
     return sorted(p.name for p in rgb_root.iterdir() if p.is_dir())
 
 
+def splits_with_flow(data_path: str | Path, flow_dir: str = FLOW_DIR) -> list[str]:
+    """Splits that have frames and a flow folder, sorted (Cityscapes' `test` usually has no flow).
+
+    Empty when the flow folder itself is missing.
+    """
+    root = resolve_root(data_path)
+    try:
+        flow_root = find_child_dir(root, flow_dir, "flow folder")
+    except UserError:
+        return []
+    with_flow = {p.name.lower() for p in flow_root.iterdir() if p.is_dir()}
+    return [split for split in list_splits(root) if split.lower() in with_flow]
+
+
 def _split_dir(root: Path, folder: str, split: str) -> Path:
     modality_dir = find_child_dir(root, folder, "--data_path")
     return find_child_dir(modality_dir, split, f"split {split!r}")
@@ -240,7 +253,7 @@ def scan_split(
                     raise
                 raise UserError(
                     f"{error} (the flow folder: compute flow with `python -m data_tools.flow "
-                    f"--data_path {data_path}` or name another folder with --flow_dir)"
+                    f"--data_path {data_path}`, or name another flow folder with --flow_dir)"
                 ) from None
             files_by_folder[folder] = _files(split_dir)
     rgb_index = _index_by_suffix(files_by_folder[RGB_DIR], RGB_SUFFIX)

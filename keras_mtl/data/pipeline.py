@@ -25,14 +25,13 @@ import tensorflow as tf
 
 from keras_mtl.data import augment, layout
 from keras_mtl.data.labels import LABEL_ID_TO_TRAIN_ID
-from keras_mtl.data.layout import FLOW_DIR, MAX_DEPTH, MIN_DEPTH, FrameFiles
+from keras_mtl.data.layout import FLOW_DIR, FLOW_OFFSET, MAX_DEPTH, MIN_DEPTH, FrameFiles
 from keras_mtl.errors import UserError
 from keras_mtl.tasks import IGNORE_INDEX
 
 # Stored pixel values x (RGB, and flow as u + 128, v + 128, confidence) -> (x - 128) / 64.
 NORMALIZATION_OFFSET = 128.0
 NORMALIZATION_SCALE = 64.0
-FLOW_OFFSET = 128.0  # stored u' = u + 128, v' = v + 128
 _PNG_KEYS = ("rgb", "flow", "semantic", "motion", "disparity")
 
 
