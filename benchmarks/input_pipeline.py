@@ -9,7 +9,9 @@ times, after one warm-up batch (tracing):
 - `val`: the validation pipeline (inputs at `--img_resize`, targets at the native size),
 - `load_frame`: one frame decoded to numpy at native size (what evaluation tools use),
 - `train_pre_resized` (with `--pre_resize H W`): the training pipeline reading a copy written
-  by `data_tools.resize` at H x W (the copy's writing time is reported per frame).
+  by `data_tools.resize` at H x W (the copy's writing time is reported per frame);
+- `train_pre_resized_no_augment`: the same without the geometric augmentation: what the host
+  would still do per frame if the augmentation ran on the accelerator.
 
 Usage:
 
@@ -105,6 +107,11 @@ def benchmark_size(
         results["train_pre_resized"] = _time_dataset(
             make_dataset(copy, "train", training=True, **common), batches, batch_size
         )
+        results["train_pre_resized_no_augment"] = _time_dataset(
+            make_dataset(copy, "train", training=True, augment_data=False, **common),
+            batches,
+            batch_size,
+        )
     return results
 
 
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'source':>10} | {'train':>8} | {'train_cached':>12} | {'val':>8} | {'load_frame':>10}"
     )
     if pre_resize:
-        header += f" | {'train_pre_resized':>17}"
+        header += f" | {'train_pre_resized':>17} | {'no_augment':>10}"
     print(
         f"\ninput pipeline, samples/s, img_resize {img_resize[0]}x{img_resize[1]}, "
         f"batch {args.batch_size}, {os.cpu_count()} CPU cores ({platform.machine()})"
@@ -171,11 +178,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['val']:8.1f} | {row['load_frame']:10.1f}"
         )
         if pre_resize:
-            line += f" | {row['train_pre_resized']:17.1f}"
+            line += (
+                f" | {row['train_pre_resized']:17.1f} | {row['train_pre_resized_no_augment']:10.1f}"
+            )
         print(line)
     if pre_resize:
         print(
-            f"train_pre_resized reads a data_tools.resize copy at {pre_resize[0]}x{pre_resize[1]}"
+            f"train_pre_resized reads a data_tools.resize copy at {pre_resize[0]}x{pre_resize[1]}; "
+            "no_augment: the same without geometric augmentation"
         )
     if args.json:
         payload = {
