@@ -3,7 +3,8 @@
 Same random (normalised) input for all, batch 1, each model's forward pass compiled once with
 `tf.function` (`model(x, training=False)`), warm-up calls first, then N timed rounds. Each round
 times the multi-task model and the three single-task models back to back (interleaved, so load
-changes on a shared machine hit both alike); the table reports medians. The goal of a
+changes on a shared machine hit both alike); the table reports medians, and the ratio is the
+median over rounds of each round's multitask / (depth + semantic + motion). The goal of a
 multi-task network is a latency ratio multitask / (depth + semantic + motion) <= 0.55.
 
 Usage:
@@ -122,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
 
     median = {name: statistics.median(values) for name, values in times.items()}
     median["singles_total"] = statistics.median(singles_total)
-    ratio = median["multitask"] / median["singles_total"]
+    # Paired per round, then the median: a burst of other load in one round moves one ratio.
+    ratio = statistics.median(
+        multi / singles for multi, singles in zip(times["multitask"], singles_total, strict=True)
+    )
     params = {name: int(model.count_params()) for name, model in models.items()}
     params["singles_total"] = sum(params[task] for task in TASK_NAMES)
     gmacs = {name: count_macs(model) / 1e9 for name, model in models.items()}

@@ -229,3 +229,39 @@ def test_composed_augmentation_resizes_other_sizes_to_the_flow_first() -> None:
     np.testing.assert_allclose(
         composed["rgb"][2:-2, 2:-2][inside], steps["rgb"][2:-2, 2:-2][inside], atol=1e-2
     )
+
+
+@pytest.mark.parametrize("bilinear", [True, False])
+def test_warp_affine_equals_the_tensorflow_op(bilinear: bool) -> None:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(7)
+    if bilinear:
+        image = rng.uniform(0, 255, (24, 40, 6)).astype(np.float32)  # > 4 channels: 4 + 1 + 1
+    else:
+        image = rng.integers(0, 5, (24, 40, 1)).astype(np.int32)
+    angle, scale = math.radians(4.0), 0.8
+    matrix = np.array(
+        [
+            [scale * math.cos(angle), scale * math.sin(angle), 3.25],
+            [-scale * math.sin(angle), scale * math.cos(angle), -2.5],
+        ],
+        np.float32,
+    )
+    fill = 0.0 if bilinear else 255.0
+    warped = augment.warp_affine(tf.constant(image), tf.constant(matrix), (20, 36), bilinear, fill)
+    reference = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.constant(image)[tf.newaxis],
+        transforms=tf.constant(np.concatenate([matrix.ravel(), [0.0, 0.0]])[None], tf.float32),
+        output_shape=tf.constant([20, 36]),
+        fill_value=tf.constant(fill),
+        interpolation="BILINEAR" if bilinear else "NEAREST",
+        fill_mode="CONSTANT",
+    )[0]
+    assert warped.dtype == image.dtype and warped.shape == (20, 36, image.shape[-1])
+    assert np.any(reference.numpy() == fill)  # part of the output lies outside the input
+    if bilinear:
+        np.testing.assert_allclose(warped.numpy(), reference.numpy(), atol=0.01)
+    else:
+        # Nearest neighbour may round a sample lying exactly between two pixels either way.
+        assert np.mean(warped.numpy() == reference.numpy()) > 0.999
