@@ -53,6 +53,8 @@ def _numpy_outputs(model: keras.Model, inputs: dict) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def multitask() -> MultiTaskNet:
+    # Seeded: the initial weights must not depend on which tests ran before in this worker.
+    keras.utils.set_random_seed(0)
     model = build_multitask_model(IMG_SIZE, semantic_classes=5, width_mult=WIDTH)
     _randomize_batch_norms(model, seed=1)
     return model
@@ -60,6 +62,7 @@ def multitask() -> MultiTaskNet:
 
 @pytest.fixture(scope="module")
 def single_semantic() -> MultiTaskNet:
+    keras.utils.set_random_seed(1)
     model = build_single_task_model("semantic", IMG_SIZE, semantic_classes=19, width_mult=WIDTH)
     _randomize_batch_norms(model, seed=2)
     return model
