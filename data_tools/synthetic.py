@@ -1571,9 +1571,8 @@ def _frame_job(job: tuple[str, str, int, int, int, int, dict]) -> np.ndarray:
     return np.append(counts, int(sample.motion.sum()))
 
 
-def _clear_previous_dataset(root: Path) -> None:
-    """Empties a folder this generator wrote before (so no stale frames remain); refuses to
-    write into any other non-empty folder."""
+def _check_replaceable(root: Path) -> None:
+    """Refuses a non-empty `--out` that holds no dataset (finished or not) of this generator."""
     if not root.is_dir() or not any(root.iterdir()):
         return
     if not (root / MANIFEST).is_file() and not (root / IN_PROGRESS).is_file():
@@ -1581,8 +1580,10 @@ def _clear_previous_dataset(root: Path) -> None:
             f"--out {root} is not empty and holds no {MANIFEST}: choose a new or empty folder "
             "(the generator only replaces datasets it wrote itself)"
         )
-    # Marked first, so that an interruption anywhere below leaves a folder a rerun may clear.
-    write_json_atomic(root / IN_PROGRESS, {"note": "generation started, not finished"})
+
+
+def _clear_previous_dataset(root: Path) -> None:
+    """Removes what an earlier generation wrote in `root` (so no stale frames remain)."""
     (root / MANIFEST).unlink(missing_ok=True)
     for folder in (RGB_DIR, SEQUENCE_DIR, GT_DIR, DISPARITY_DIR, CAMERA_DIR, FLOW_DIR):
         shutil.rmtree(root / folder, ignore_errors=True)
@@ -1640,14 +1641,17 @@ def generate_dataset(
     if height < 32 or width < 32:
         raise UserError(f"--height and --width must be at least 32, got {height}x{width}")
     root = Path(out_dir)
-    _clear_previous_dataset(root)
+    _check_replaceable(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
+        # Marked before anything is removed or written, so that a rerun after an interruption
+        # anywhere below may clear the folder again.
         write_json_atomic(root / IN_PROGRESS, {"note": "generation started, not finished"})
     except OSError as error:
         raise UserError(
             f"--out {os.fspath(out_dir)!r}: cannot create the folder ({error})"
         ) from error
+    _clear_previous_dataset(root)
     jobs = [
         (str(root), split, index, int(height), int(width), int(seed), asdict(knobs))
         for split, count in counts.items()

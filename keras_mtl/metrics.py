@@ -5,8 +5,9 @@ Every metric keeps sums and counts (never means) in metric variables, which Kera
 replica accumulates its own share and reading `result()` outside the replicas sums them. Inside
 a replica (a custom `test_step` returning `result()`) a read gives only that replica's share,
 so `result()` all-reduces the state there first: either way a split evaluated on N replicas
-gives exactly the numbers of one device, not the mean of N per-replica ratios. Sums are kept in float64 because a split
-at 1024x2048 holds ~1e9 pixels, far beyond float32's exact integer range (2^24).
+gives exactly the numbers of one device, not the mean of N per-replica ratios. Sums are kept
+in float64 because a split at 1024x2048 holds ~1e9 pixels, far beyond float32's exact integer
+range (2^24).
 
 Definitions follow the original system (TI edgeai-torchvision, see docs/evaluation.md):
 

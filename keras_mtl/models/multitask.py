@@ -183,7 +183,7 @@ class MultiTaskNet(keras.Model):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MultiTaskNet:
         # Models saved before `depth_scale` existed have the original, unscaled depth head.
-        return cls(**{"depth_scale": 1.0, **config})
+        return cls(**{"depth_scale": DEPTH_SCALE, **config})
 
 
 def build_multitask_model(
