@@ -114,7 +114,9 @@ class Preset:
         lr: Adam learning rate after warm-up.
         warmup_epochs: linear warm-up epochs.
         lr_milestones: fractions of the epochs after which the rate is halved.
-        depth_scale: metres per unit of the depth head (`keras_mtl.models.DEPTH_SCALE`).
+        depth_scale: metres per unit of the linear depth head (`keras_mtl.models.DEPTH_SCALE`).
+        depth_head: `log` or `linear` (`keras_mtl.models.DEPTH_HEADS`).
+        depth_loss: `log_l1`, `silog` or `smooth_l1` (`keras_mtl.losses.DEPTH_LOSSES`).
         cache: keep decoded frames in memory.
         run_eagerly: no tf.function tracing (faster for a few steps: the tiny preset).
     """
@@ -130,6 +132,8 @@ class Preset:
     warmup_epochs: int
     lr_milestones: tuple[float, ...] = (0.4, 0.8)
     depth_scale: float = 1.0
+    depth_head: str = "log"
+    depth_loss: str = "log_l1"
     cache: bool = True
     run_eagerly: bool = False
 
@@ -224,6 +228,8 @@ def plan_runs(preset: Preset, methods: Sequence[str], seeds: Sequence[int], data
                             "warmup_epochs": preset.warmup_epochs,
                             "lr_milestones": list(preset.lr_milestones),
                             "depth_scale": preset.depth_scale,
+                            "depth_head": preset.depth_head,
+                            "depth_loss": preset.depth_loss,
                             "seed": int(seed),
                             "single_task": task,
                             "multi_task_type": "vanilla" if task else method,
@@ -751,6 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--img_resize", type=int, nargs=2, metavar=("H", "W"))
     budget.add_argument("--lr", type=float)
     budget.add_argument("--depth_scale", type=float, help="metres per unit of the depth head")
+    budget.add_argument("--depth_head", choices=("log", "linear"), help="depth head")
+    budget.add_argument("--depth_loss", choices=("log_l1", "silog", "smooth_l1"), help="depth loss")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser
 
@@ -767,12 +775,16 @@ def resolve_preset(args: argparse.Namespace) -> tuple[Preset, dict]:
         "img_resize",
         "lr",
         "depth_scale",
+        "depth_head",
+        "depth_loss",
     )
     for name in budget_flags:
         value = getattr(args, name)
         if value is None:
             continue
-        if name == "img_resize":
+        if isinstance(value, str):
+            pass
+        elif name == "img_resize":
             value = tuple(value)
             if value[0] % 16 or value[1] % 16 or min(value) <= 0:
                 raise UserError(f"--img_resize {value[0]} {value[1]}: use multiples of 16")

@@ -45,7 +45,9 @@ class ModelConfig:
     width_mult: float = 1.0
     pretrained: str | None = None  # checkpoint to initialise from (by layer name)
     dropout: float = 0.2  # ASPP channel dropout of every decoder
-    depth_scale: float = 1.0  # metres per unit of the depth head (1 = the original head)
+    depth_scale: float = 1.0  # metres per unit of the linear depth head (1 = the original head)
+    depth_head: str = "log"  # "log": depth = exp(x + b), positive; "linear": the original head
+    depth_init: float | None = None  # log head's initial metres; None = train split's median
 
 
 @dataclass
@@ -87,6 +89,7 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     pivot_metric: str = "motion_miou"  # model_best.keras is chosen by this validation metric
+    depth_loss: str = "log_l1"  # "log_l1", "silog" or "smooth_l1" (the original, in metres)
     class_weights: bool = False  # the original's class weights for semantic (5-class) and motion
 
 
@@ -119,7 +122,11 @@ FIXED_ON_RESUME: tuple[str, ...] = (
     "single_task",
     "mixed_precision",
     "class_weights",
+    "depth_loss",
 )
+
+# Fields whose default changed: a saved run config that predates a field trained with this value.
+LEGACY_VALUES: dict[str, Any] = {"depth_head": "linear", "depth_loss": "smooth_l1"}
 
 
 def field_section(name: str) -> str:
@@ -219,6 +226,15 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return config
 
 
+def _keys_of(path: Path) -> set[str]:
+    """Field names a YAML config file sets (sections flattened)."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    keys: set[str] = set()
+    for key, value in raw.items():
+        keys |= set(value) if key in SECTIONS and isinstance(value, dict) else {key}
+    return keys
+
+
 def resume_config(config: Config, flags: dict[str, Any]) -> Config:
     """The config of a resumed run: its saved `config.yaml` with the command-line `flags` applied.
 
@@ -232,6 +248,10 @@ def resume_config(config: Config, flags: dict[str, Any]) -> Config:
     if not saved_path.is_file():
         return config  # nothing saved: the trainer reports that there is nothing to resume
     saved = load_config(saved_path)
+    saved_keys = _keys_of(saved_path)
+    saved = apply_overrides(
+        saved, {k: v for k, v in LEGACY_VALUES.items() if k not in saved_keys}, str(saved_path)
+    )
     resumed = apply_overrides(saved, {**flags, "resume": True})
     changed = []
     for name in FIXED_ON_RESUME:

@@ -15,10 +15,22 @@ Depth loss, with `v` the valid pixels (target > 0), `n = |v|`, `d_p = pred_p - t
     smooth_l1(d) = 0.5 d^2 if |d| < 1 else |d| - 0.5                   (beta = 1)
     rho(x) = (x^2 + eps^2)^alpha,  alpha = 0.45, eps = 1e-3            (Charbonnier)
 
+Three depth losses are selectable (`DEPTH_LOSSES`, `train.depth_loss`), all on the valid pixels:
+
+- `smooth_l1`: the formula above, in metres (the original system's loss);
+- `log_l1`: `(1/n) sum_{p in v} |log pred_p - log target_p|`, an L1 loss on log depth (a
+  relative error: 1 m off at 5 m costs what 10 m off at 50 m does);
+- `silog`: Eigen et al. 2014's scale-invariant log loss, `(1/n) sum g_p^2 - lambda ((1/n) sum
+  g_p)^2` with `g_p = log pred_p - log target_p` and `lambda = 0.5` (the paper's training value).
+
+Predictions are clamped to `MIN_DEPTH` before the log, so a linear head that outputs <= 0 still
+gets a finite loss (and a gradient pushing it up).
+
 Example:
 
 ```python
 loss = depth_loss(depth_true, model_outputs["depth"])
+loss = depth_loss(depth_true, model_outputs["depth"], kind="log_l1")
 loss = cross_entropy_ignore(semantic_true, model_outputs["semantic"], SEMANTIC_CLASS_WEIGHTS)
 ```
 """
@@ -31,6 +43,9 @@ from keras import ops
 
 from keras_mtl.tasks import IGNORE_INDEX
 
+DEPTH_LOSSES: tuple[str, ...] = ("smooth_l1", "log_l1", "silog")
+MIN_DEPTH = 1e-3  # metres; predictions are clamped here before a log
+SILOG_LAMBDA = 0.5  # Eigen et al. 2014, eq. 4 with lambda = 0.5 (their training setting)
 CHARBONNIER_ALPHA = 0.45
 CHARBONNIER_EPS = 1e-3
 SMOOTH_L1_BETA = 1.0
@@ -57,8 +72,8 @@ def _safe_divide(numerator, denominator):
     return ops.where(positive, numerator / ops.where(positive, denominator, 1.0), 0.0)
 
 
-def depth_loss_terms(y_true, y_pred) -> dict:
-    """Additive statistics of the depth loss over one batch (float32 scalars).
+def _smooth_l1_terms(y_true, y_pred) -> dict:
+    """Additive statistics of the SmoothL1 depth loss over one batch (float32 scalars).
 
     Args:
         y_true: [B, H, W, 1] (or [B, H, W]) depth in metres, 0 = invalid.
@@ -67,11 +82,7 @@ def depth_loss_terms(y_true, y_pred) -> dict:
     Returns:
         `{"smooth_l1_sum", "count", "pred_sum", "true_sum"}` over the valid pixels.
     """
-    y_true = ops.cast(y_true, "float32")
-    y_pred = ops.cast(y_pred, "float32")
-    if len(y_pred.shape) == len(y_true.shape) + 1:
-        y_pred = ops.squeeze(y_pred, axis=-1)
-    valid = ops.cast(y_true > 0, "float32")
+    y_true, y_pred, valid = _depth_pair(y_true, y_pred)
     diff = (y_pred - y_true) * valid
     abs_diff = ops.abs(diff)
     smooth_l1 = ops.where(
@@ -87,8 +98,8 @@ def depth_loss_terms(y_true, y_pred) -> dict:
     }
 
 
-def depth_loss_from_terms(terms: dict, totals: dict | None = None, num_replicas: int = 1):
-    """Finishes the depth loss from `depth_loss_terms`.
+def _smooth_l1_from_terms(terms: dict, totals: dict | None = None, num_replicas: int = 1):
+    """Finishes the SmoothL1 depth loss from `_smooth_l1_terms`.
 
     Args:
         terms: this replica's statistics.
@@ -120,19 +131,124 @@ def depth_loss_from_terms(terms: dict, totals: dict | None = None, num_replicas:
     return ops.where(count > 0, smooth + charb, 0.0)
 
 
-def depth_loss(y_true, y_pred):
-    """Depth loss: SmoothL1 (beta 1) over valid pixels + Charbonnier on the valid-pixel means.
+def _depth_pair(y_true, y_pred):
+    """float32 (target, prediction, valid mask) with the prediction's channel axis dropped."""
+    y_true = ops.cast(y_true, "float32")
+    y_pred = ops.cast(y_pred, "float32")
+    if len(y_pred.shape) == len(y_true.shape) + 1:
+        y_pred = ops.squeeze(y_pred, axis=-1)
+    if len(y_true.shape) == len(y_pred.shape) + 1:
+        y_true = ops.squeeze(y_true, axis=-1)
+    return y_true, y_pred, ops.cast(y_true > 0, "float32")
 
-    See the module docstring for the exact formula.
+
+def _log_ratio(y_true, y_pred, valid):
+    """`log pred - log target` on valid pixels (0 elsewhere); both clamped to `MIN_DEPTH`."""
+    safe_true = ops.where(valid > 0, y_true, 1.0)
+    ratio = ops.log(ops.maximum(y_pred, MIN_DEPTH)) - ops.log(ops.maximum(safe_true, MIN_DEPTH))
+    return ratio * valid
+
+
+def _log_l1_terms(y_true, y_pred) -> dict:
+    y_true, y_pred, valid = _depth_pair(y_true, y_pred)
+    log_ratio = _log_ratio(y_true, y_pred, valid)
+    return {"abs_log_sum": ops.sum(ops.abs(log_ratio)), "count": ops.sum(valid)}
+
+
+def _log_l1_from_terms(terms: dict, totals: dict | None = None, num_replicas: int = 1):
+    if totals is None:
+        return _safe_divide(terms["abs_log_sum"], terms["count"])
+    count = ops.stop_gradient(totals["count"])
+    return num_replicas * _safe_divide(terms["abs_log_sum"], count)
+
+
+def _silog_terms(y_true, y_pred) -> dict:
+    y_true, y_pred, valid = _depth_pair(y_true, y_pred)
+    log_ratio = _log_ratio(y_true, y_pred, valid)
+    return {
+        "log_sum": ops.sum(log_ratio),
+        "log_square_sum": ops.sum(ops.square(log_ratio)),
+        "count": ops.sum(valid),
+    }
+
+
+def _silog_from_terms(terms: dict, totals: dict | None = None, num_replicas: int = 1):
+    if totals is None:
+        count = terms["count"]
+        mean = _safe_divide(terms["log_sum"], count)
+        square = _safe_divide(terms["log_square_sum"], count)
+        return ops.where(count > 0, square - SILOG_LAMBDA * ops.square(mean), 0.0)
+    count = ops.stop_gradient(totals["count"])
+    square = num_replicas * _safe_divide(terms["log_square_sum"], count)
+    mean = ops.stop_gradient(_safe_divide(totals["log_sum"], count))
+    # Same construction as the Charbonnier term: the global value, and a gradient through this
+    # replica's share of the sum (d/dx of lambda * mean^2 is 2 lambda mean / n per pixel).
+    local = terms["log_sum"]
+    surrogate = 2.0 * mean * num_replicas * _safe_divide(local - ops.stop_gradient(local), count)
+    penalty = ops.stop_gradient(ops.square(mean)) + surrogate
+    return ops.where(count > 0, square - SILOG_LAMBDA * penalty, 0.0)
+
+
+_DEPTH_TERMS = {"smooth_l1": _smooth_l1_terms, "log_l1": _log_l1_terms, "silog": _silog_terms}
+_DEPTH_FINISH = {
+    "smooth_l1": _smooth_l1_from_terms,
+    "log_l1": _log_l1_from_terms,
+    "silog": _silog_from_terms,
+}
+
+
+def check_depth_loss(kind: str) -> str:
+    """Returns `kind`; ValueError unless it is one of `DEPTH_LOSSES`."""
+    if kind not in DEPTH_LOSSES:
+        raise ValueError(f"unknown depth loss {kind!r}; choose one of {', '.join(DEPTH_LOSSES)}")
+    return kind
+
+
+def depth_loss_terms(y_true, y_pred, kind: str = "smooth_l1") -> dict:
+    """Additive statistics of the depth loss `kind` over one batch (float32 scalars).
+
+    Args:
+        y_true: [B, H, W, 1] (or [B, H, W]) depth in metres, 0 = invalid.
+        y_pred: predicted depth, same shape as `y_true`.
+        kind: one of `DEPTH_LOSSES`.
+
+    Returns:
+        A dict of sums over the valid pixels (always with `count`).
+    """
+    return _DEPTH_TERMS[check_depth_loss(kind)](y_true, y_pred)
+
+
+def depth_loss_from_terms(
+    terms: dict, totals: dict | None = None, num_replicas: int = 1, kind: str = "smooth_l1"
+):
+    """Finishes the depth loss `kind` from `depth_loss_terms`.
+
+    Args:
+        terms: this replica's statistics.
+        totals: the statistics summed over all replicas (None: `terms` is the whole batch).
+        num_replicas: number of replicas holding a share of the global batch.
+        kind: one of `DEPTH_LOSSES`.
+
+    Returns:
+        With `totals=None`, the depth loss of the batch. Otherwise this replica's share scaled so
+        that the mean over replicas equals the global-batch loss in value, and the sum over
+        replicas of `1/num_replicas` times its gradient equals the global-batch gradient.
+    """
+    return _DEPTH_FINISH[check_depth_loss(kind)](terms, totals, num_replicas)
+
+
+def depth_loss(y_true, y_pred, kind: str = "smooth_l1"):
+    """Depth loss over the valid pixels of a batch (see the module docstring for each `kind`).
 
     Args:
         y_true: [B, H, W, 1] depth in metres, 0 = invalid (ignored).
         y_pred: [B, H, W, 1] predicted depth in metres.
+        kind: `smooth_l1` (the original), `log_l1` or `silog`.
 
     Returns:
         float32 scalar; 0 when no pixel is valid.
     """
-    return depth_loss_from_terms(depth_loss_terms(y_true, y_pred))
+    return depth_loss_from_terms(depth_loss_terms(y_true, y_pred, kind), kind=kind)
 
 
 def cross_entropy_terms(y_true, logits, class_weights: Sequence[float] | None = None) -> dict:

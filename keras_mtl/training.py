@@ -32,6 +32,7 @@ results = run_training(config)  # writes checkpoint.keras, model_best.keras, his
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -344,6 +345,7 @@ class MultiTaskTrainer(keras.Model):
         class_weights: apply the original's class weights to semantic (5-class) and motion.
         weight_decay: coupled L2 weight decay on the model's trainable variables.
         seed: seed of weightings that draw random numbers (PCGrad).
+        depth_loss: `log_l1`, `silog` or `smooth_l1` (the original), see `keras_mtl.losses`.
         **kwargs: `name`.
 
     Example:
@@ -365,10 +367,12 @@ class MultiTaskTrainer(keras.Model):
         class_weights: bool = False,
         weight_decay: float = 0.0,
         seed: int = 0,
+        depth_loss: str = "log_l1",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.model = model
+        self.depth_loss = loss_lib.check_depth_loss(depth_loss)
         self.task_names = _task_names_of(model)
         if semantic_classes is None:
             semantic_classes = (
@@ -511,7 +515,7 @@ class MultiTaskTrainer(keras.Model):
 
     def _loss_terms(self, task: str, y_true, y_pred) -> dict:
         if TASKS[task].kind == "regression":
-            return loss_lib.depth_loss_terms(y_true, y_pred)
+            return loss_lib.depth_loss_terms(y_true, y_pred, self.depth_loss)
         return loss_lib.cross_entropy_terms(y_true, y_pred, self.class_weights[task])
 
     def _task_losses(self, targets, outputs, replica_context) -> dict:
@@ -526,12 +530,14 @@ class MultiTaskTrainer(keras.Model):
             )
         finished = {}
         for task in self.task_names:
-            finish = (
-                loss_lib.depth_loss_from_terms
-                if TASKS[task].kind == "regression"
-                else loss_lib.cross_entropy_from_terms
-            )
-            finished[task] = finish(terms[task], totals[task], num_replicas)
+            if TASKS[task].kind == "regression":
+                finished[task] = loss_lib.depth_loss_from_terms(
+                    terms[task], totals[task], num_replicas, kind=self.depth_loss
+                )
+            else:
+                finished[task] = loss_lib.cross_entropy_from_terms(
+                    terms[task], totals[task], num_replicas
+                )
         return finished
 
     # ------------------------------------------------------------------ train step
@@ -790,11 +796,13 @@ class MultiTaskTrainer(keras.Model):
             "class_weights": self.use_class_weights,
             "weight_decay": self.weight_decay,
             "seed": self.seed,
+            "depth_loss": self.depth_loss,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> MultiTaskTrainer:
-        config = dict(config)
+        # Trainers saved before `depth_loss` existed trained with the original SmoothL1.
+        config = {"depth_loss": "smooth_l1", **config}
         import keras_mtl.models  # noqa: F401  (registers the model classes)
 
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
@@ -1041,7 +1049,10 @@ def build_model(config: Config) -> keras.Model:
         width_mult=model_config.width_mult,
         dropout=model_config.dropout,
         depth_scale=model_config.depth_scale,
+        depth_head=model_config.depth_head,
     )
+    if model_config.depth_init is not None:
+        architecture["depth_init"] = model_config.depth_init
     try:
         if config.train.single_task:
             if config.train.single_task not in TASKS:
@@ -1053,13 +1064,31 @@ def build_model(config: Config) -> keras.Model:
         else:
             model = build_multitask_model(**architecture)
     except ValueError as error:
-        raise UserError(f"--img_resize/--backbone/--width_mult/--depth_scale: {error}") from None
+        raise UserError(
+            f"--img_resize/--backbone/--width_mult/--depth_scale/--depth_head/--depth_init: {error}"
+        ) from None
     if model_config.pretrained:
         if not Path(model_config.pretrained).exists():
             raise UserError(f"--pretrained {model_config.pretrained}: no such file")
         report = load_pretrained(model, model_config.pretrained)
         print(f"pretrained: {report}")
     return model
+
+
+def resolve_depth_init(config: Config) -> Config:
+    """`config` with `model.depth_init` measured from the training split when the log depth
+    head needs it and none is given (the value is then saved in the run's config.yaml)."""
+    model_config = config.model
+    trains_depth = config.train.single_task in (None, "depth")
+    if model_config.depth_head != "log" or model_config.depth_init is not None or not trains_depth:
+        return config
+    from keras_mtl.data.pipeline import median_depth
+
+    data = config.data
+    value = median_depth(data.data_path, data.train_split, data.semantic_classes, data.flow_dir)
+    return dataclasses.replace(
+        config, model=dataclasses.replace(model_config, depth_init=round(value, 3))
+    )
 
 
 def build_trainer(
@@ -1091,6 +1120,7 @@ def build_trainer(
             class_weights=config.train.class_weights,
             weight_decay=config.train.weight_decay,
             seed=config.train.seed,
+            depth_loss=config.train.depth_loss,
         )
         trainer.compile(
             optimizer=make_optimizer(config, steps_per_epoch),
@@ -1203,7 +1233,12 @@ def run_training(
     keras.utils.set_random_seed(train.seed)
     if strategy is None:
         strategy = select_strategy(train.gpus, train.cpu_replicas)
-    train_ds, val_ds = datasets if datasets is not None else build_datasets(config)
+    if datasets is None:
+        train_ds, val_ds = build_datasets(config)
+        if not train.resume:
+            config = resolve_depth_init(config)
+    else:
+        train_ds, val_ds = datasets
     steps_per_epoch = train.steps_per_epoch
     if steps_per_epoch is None:
         cardinality = int(train_ds.cardinality())

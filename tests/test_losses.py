@@ -144,3 +144,67 @@ def test_replica_shares_reproduce_global_loss_and_gradient(depth_batch):
     grad = tape.gradient(objective, logits).numpy()
     assert float(objective) == pytest.approx(float(whole), rel=1e-5)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-8)
+
+
+def numpy_log_depth_loss(y_true: np.ndarray, y_pred: np.ndarray, kind: str) -> float:
+    valid = y_true > 0
+    if not valid.any():
+        return 0.0
+    g = np.log(np.maximum(y_pred[valid].astype(np.float64), 1e-3)) - np.log(y_true[valid])
+    if kind == "log_l1":
+        return float(np.abs(g).mean())
+    return float((g**2).mean() - 0.5 * g.mean() ** 2)  # Eigen et al. 2014, lambda 0.5
+
+
+@pytest.mark.parametrize("kind", ["log_l1", "silog"])
+def test_log_depth_losses_match_numpy(depth_batch, kind):
+    y_true, y_pred = depth_batch
+    y_pred = np.abs(y_pred) + 0.5
+    expected = numpy_log_depth_loss(y_true, y_pred, kind)
+    assert float(losses.depth_loss(y_true, y_pred, kind)) == pytest.approx(expected, rel=1e-5)
+    # Non-positive predictions (a linear head) are clamped, not NaN.
+    clamped = y_pred.copy()
+    clamped[0, 3:, :, 0] = -4.0
+    value = float(losses.depth_loss(y_true, clamped, kind))
+    assert value == pytest.approx(numpy_log_depth_loss(y_true, clamped, kind), rel=1e-5)
+    # Zero without valid pixels.
+    assert float(losses.depth_loss(np.zeros_like(y_true), y_pred, kind)) == 0.0
+
+
+def test_log_losses_are_relative_and_silog_scale_invariant(depth_batch):
+    y_true, _ = depth_batch
+    # log_l1: the same relative error costs the same at any depth.
+    near = float(
+        losses.depth_loss(np.full((1, 2, 2, 1), 5.0), np.full((1, 2, 2, 1), 6.0), "log_l1")
+    )
+    far = float(
+        losses.depth_loss(np.full((1, 2, 2, 1), 50.0), np.full((1, 2, 2, 1), 60.0), "log_l1")
+    )
+    assert near == pytest.approx(far, rel=1e-5) == pytest.approx(np.log(1.2), rel=1e-5)
+    # silog with lambda 0.5: a global scale error costs half of what log-MSE charges.
+    scaled = y_true * 2.0
+    value = float(losses.depth_loss(y_true, scaled, "silog"))
+    assert value == pytest.approx(0.5 * np.log(2.0) ** 2, rel=1e-4)
+    with pytest.raises(ValueError, match="unknown depth loss"):
+        losses.depth_loss(y_true, y_true, "l2")
+
+
+@pytest.mark.parametrize("kind", ["log_l1", "silog"])
+def test_log_losses_replica_shares_reproduce_global_loss_and_gradient(depth_batch, kind):
+    import tensorflow as tf
+
+    y_true, y_pred = depth_batch
+    pred = tf.Variable(np.abs(y_pred) + 0.5)
+    with tf.GradientTape() as tape:
+        whole = losses.depth_loss(y_true, pred, kind)
+    expected_grad = tape.gradient(whole, pred).numpy()
+    with tf.GradientTape() as tape:
+        terms = [
+            losses.depth_loss_terms(y_true[i : i + 1], pred[i : i + 1], kind) for i in range(2)
+        ]
+        totals = {k: terms[0][k] + terms[1][k] for k in terms[0]}
+        shares = [losses.depth_loss_from_terms(t, totals, num_replicas=2, kind=kind) for t in terms]
+        objective = (shares[0] + shares[1]) / 2.0
+    grad = tape.gradient(objective, pred).numpy()
+    assert float(objective) == pytest.approx(float(whole), rel=1e-5)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-8)

@@ -79,8 +79,8 @@ def test_multitask_inputs_outputs(multitask):
         assert outputs[task].shape == (2, 64, 128, channels)
         assert outputs[task].dtype == np.float32
         assert np.all(np.isfinite(outputs[task]))
-    # Depth has no output activation: negative metres are possible from a random init.
-    assert outputs["depth"].min() < 0 < outputs["depth"].max()
+    # The default (log) depth head outputs positive metres, whatever the weights.
+    assert outputs["depth"].min() > 0
 
 
 def test_shared_layer_handles(multitask):
@@ -198,22 +198,91 @@ def test_bad_sizes_and_names():
         build_single_task_model("normals", IMG_SIZE)
 
 
-def test_depth_scale_multiplies_only_the_depth_head(multitask):
+def test_depth_scale_multiplies_only_the_linear_depth_head(multitask):
     assert multitask.get_config()["depth_scale"] == DEPTH_SCALE == 1.0
-    scaled = MultiTaskNet.from_config(dict(multitask.get_config(), depth_scale=10.0))
+    linear_config = dict(multitask.get_config(), depth_head="linear")
+    plain = MultiTaskNet.from_config(linear_config)
+    scaled = MultiTaskNet.from_config(dict(linear_config, depth_scale=10.0))
     assert scaled.get_layer("depth_decoder.output_scale") is not None
-    for layer in multitask.layers:  # the same layers plus a weightless Rescaling
+    for layer in plain.layers:  # the same layers plus a weightless Rescaling
         scaled.get_layer(layer.name).set_weights(layer.get_weights())
     inputs = _inputs(6)
-    scaled_out, plain_out = _numpy_outputs(scaled, inputs), _numpy_outputs(multitask, inputs)
+    scaled_out, plain_out = _numpy_outputs(scaled, inputs), _numpy_outputs(plain, inputs)
     np.testing.assert_allclose(scaled_out["depth"], 10.0 * plain_out["depth"], rtol=1e-4, atol=1e-4)
+    # The linear head has no output activation: negative metres are possible.
+    assert plain_out["depth"].min() < 0 < plain_out["depth"].max()
     for task in ("semantic", "motion"):
         np.testing.assert_array_equal(scaled_out[task], plain_out[task])
     with pytest.raises(ValueError, match="depth_scale"):
-        build_multitask_model(IMG_SIZE, width_mult=WIDTH, depth_scale=0.0)
-    # A config saved before depth_scale existed describes the original head (scale 1).
-    legacy = {k: v for k, v in scaled.get_config().items() if k != "depth_scale"}
-    assert MultiTaskNet.from_config(legacy).depth_scale == 1.0
+        build_multitask_model(IMG_SIZE, width_mult=WIDTH, depth_head="linear", depth_scale=0.0)
+    with pytest.raises(ValueError, match="linear depth head only"):
+        build_multitask_model(IMG_SIZE, width_mult=WIDTH, depth_scale=10.0)
+    # A config saved before depth_scale / depth_head existed describes the original head.
+    legacy = {
+        k: v for k, v in scaled.get_config().items() if k not in ("depth_scale", "depth_head")
+    }
+    restored = MultiTaskNet.from_config(legacy)
+    assert (restored.depth_scale, restored.depth_head) == (1.0, "linear")
+
+
+def test_log_depth_head_is_positive_for_any_input():
+    keras.utils.set_random_seed(3)
+    model = build_single_task_model("depth", IMG_SIZE, width_mult=WIDTH, depth_init=12.0)
+    _randomize_batch_norms(model, seed=4)
+    rng = np.random.default_rng(5)
+    for scale in (0.0, 1.0, 1e3, 1e6):
+        rgb = (rng.normal(0.0, 1.0, (2, *IMG_SIZE, 3)) * scale).astype("float32")
+        for training in (False, True):
+            depth = np.asarray(model({"rgb": rgb}, training=training)["depth"])
+            assert np.all(np.isfinite(depth)) and depth.min() > 0, (scale, training)
+    # The exponent is clamped: no input reaches 0 or infinity, and the offset is log(init).
+    layer = model.get_layer("depth")
+    extreme = np.array([[[[-1e30]], [[0.0]], [[1e30]]]], "float32")
+    values = np.asarray(layer(extreme))[0, :, 0, 0]
+    np.testing.assert_allclose(values, [1e-3, 12.0, 1e4], rtol=1e-4)
+    assert float(layer.log_depth_offset.numpy()) == pytest.approx(np.log(12.0))
+    with pytest.raises(ValueError, match="depth_init"):
+        build_multitask_model(IMG_SIZE, width_mult=WIDTH, depth_init=0.0)
+    with pytest.raises(ValueError, match="depth_head"):
+        build_multitask_model(IMG_SIZE, width_mult=WIDTH, depth_head="softplus")
+
+
+def test_log_depth_head_starts_near_its_initial_depth():
+    # In training mode (batch statistics) the first predictions sit at the initial depth, the
+    # training split's median, within a small factor: no climb from ~0 m as the linear head had.
+    keras.utils.set_random_seed(7)
+    model = build_multitask_model(IMG_SIZE, width_mult=WIDTH, depth_init=18.0)
+    depth = np.asarray(model(_inputs(8, batch=4), training=True)["depth"])
+    ratio = depth / 18.0
+    assert 0.8 < float(np.exp(np.mean(np.log(ratio)))) < 1.25
+    assert np.percentile(ratio, 1) > 0.5 and np.percentile(ratio, 99) < 2.0
+
+
+def test_old_checkpoint_without_depth_head_loads_linear(tmp_path):
+    import json
+    import zipfile
+
+    keras.utils.set_random_seed(9)
+    model = build_single_task_model("depth", IMG_SIZE, width_mult=WIDTH, depth_head="linear")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    # Rewrite the archive's config as a model saved before depth_head/depth_init existed.
+    legacy_path = tmp_path / "legacy.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(legacy_path, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                for key in ("depth_head", "depth_init", "depth_scale"):
+                    config["config"].pop(key, None)
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    loaded = keras.saving.load_model(legacy_path, compile=False)
+    assert loaded.depth_head == "linear"
+    inputs = {"rgb": _inputs(10)["rgb"]}
+    np.testing.assert_allclose(
+        np.asarray(loaded(inputs)["depth"]), np.asarray(model(inputs)["depth"]), atol=1e-5
+    )
 
 
 def test_save_load_round_trip(multitask, tmp_path):

@@ -1,7 +1,7 @@
 """Reading the Cityscapes multitask layout: discovery, decoding, tf.data pipeline.
 
 `keras_mtl.data.layout` and `keras_mtl.data.labels` need only numpy; the pipeline functions
-(`make_dataset`, `load_frame`, `list_stems`, `normalize_inputs`) import TensorFlow and are loaded
+(`make_dataset`, `load_frame`, `list_stems`, `median_depth`, `normalize_inputs`) import TensorFlow and are loaded
 on first use, so data tools that only write files stay light.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_PIPELINE_NAMES = ("list_stems", "load_frame", "make_dataset", "normalize_inputs")
+_PIPELINE_NAMES = ("list_stems", "load_frame", "make_dataset", "median_depth", "normalize_inputs")
 
 __all__ = list(_PIPELINE_NAMES)
 

@@ -243,6 +243,50 @@ def load_frame(
     }
 
 
+def median_depth(
+    data_path: str | Path,
+    split: str,
+    semantic_classes: int = 5,
+    flow_dir: str = FLOW_DIR,
+    max_frames: int = 32,
+) -> float:
+    """Median of the valid depth pixels (metres) over up to `max_frames` evenly spaced frames.
+
+    The log depth head starts from this value (`MultiTaskNet(depth_init=...)`), so its first
+    predictions are already at the scene's scale.
+
+    Args:
+        data_path: dataset root.
+        split: split to read, normally `train`.
+        semantic_classes: as for `list_stems` (frame discovery checks every modality).
+        flow_dir: flow folder name.
+        max_frames: frames read at most (the median is stable long before the whole split).
+
+    Raises:
+        UserError: the split cannot be read, a disparity PNG is corrupt, or no pixel is valid.
+    """
+    frames = layout.discover_frames(data_path, split, semantic_classes, flow_dir)
+    step = max(1, len(frames) // max(1, max_frames))
+    samples = []
+    for frame in frames[::step][:max_frames]:
+        fx_baseline = layout.read_camera(frame.camera)
+        try:
+            disparity = decode_png(tf.constant(str(frame.disparity)), "disparity")
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
+            raise UserError(
+                f"{frame.disparity}: corrupt PNG ({error.message}); regenerate it"
+            ) from None
+        depth = disparity_to_depth(disparity, fx_baseline).numpy()
+        samples.append(depth[depth > 0])
+    valid = np.concatenate(samples) if samples else np.zeros((0,), np.float32)
+    if valid.size == 0:
+        raise UserError(
+            f"{Path(data_path) / 'disparity' / split}: no valid depth pixel in {len(frames)} "
+            "frames; give --depth_init in metres"
+        )
+    return float(np.median(valid))
+
+
 # ---------------------------------------------------------------------------------------------
 # The dataset.
 

@@ -6,8 +6,10 @@ encoder features) and `LAST_SHARED_LAYER` (last shared conv; its `kernel` is Gra
 """
 
 from keras_mtl.models.blocks import SEPARATOR
+from keras_mtl.models.decoders import DEFAULT_DEPTH_INIT, DEPTH_HEADS, ExpDepth
 from keras_mtl.models.mobilenetv2 import BACKBONES
 from keras_mtl.models.multitask import (
+    DEPTH_HEAD,
     DEPTH_SCALE,
     LAST_SHARED_LAYER,
     OUTPUT_STRIDE,
@@ -24,7 +26,11 @@ from keras_mtl.models.multitask import (
 
 __all__ = [
     "BACKBONES",
+    "DEFAULT_DEPTH_INIT",
+    "DEPTH_HEAD",
+    "DEPTH_HEADS",
     "DEPTH_SCALE",
+    "ExpDepth",
     "LAST_SHARED_LAYER",
     "OUTPUT_STRIDE",
     "SEPARATOR",

@@ -22,7 +22,11 @@ import keras
 
 from keras_mtl.errors import UserError
 from keras_mtl.models.blocks import SEPARATOR, fuse_streams
-from keras_mtl.models.decoders import deeplabv3plus_lite_decoder
+from keras_mtl.models.decoders import (
+    DEFAULT_DEPTH_INIT,
+    DEPTH_HEADS,
+    deeplabv3plus_lite_decoder,
+)
 from keras_mtl.models.mobilenetv2 import (
     check_backbone,
     mobilenetv2_encoder,
@@ -36,8 +40,12 @@ SHARED_FEATURES_LAYER = f"encoder{SEPARATOR}block17{SEPARATOR}project_bn"
 LAST_SHARED_LAYER = f"encoder{SEPARATOR}block17{SEPARATOR}project"
 FUSE_PREFIX = "fuse"
 ENCODER_PREFIX = "encoder"
-# Metres per unit of the depth head (`MultiTaskNet(depth_scale=...)`): 1 = the original head.
+# Metres per unit of the linear depth head (`MultiTaskNet(depth_scale=...)`): 1 = the original.
 DEPTH_SCALE = 1.0
+# The depth head of new models (docs/model.md: chosen by the ablation in docs/results.md).
+DEPTH_HEAD = "log"
+# The head of models saved before `depth_head` existed.
+LEGACY_DEPTH_HEAD = "linear"
 
 
 def stem_prefix(input_name: str) -> str:
@@ -71,8 +79,8 @@ class MultiTaskNet(keras.Model):
     blocks 0-3 (stride 4); with two inputs the stems are fused (concat -> depthwise 3x3 + BN ->
     1x1 + BN, no activation). Blocks 4-17 (stride 16, no 1280 conv) are shared. Each task has a
     DeepLabV3+ lite decoder fed the stride-16 features and the stride-4 fused features.
-    Outputs are float32 also under mixed precision: `depth` [B,H,W,1] metres (no activation),
-    `semantic` [B,H,W,C] logits, `motion` [B,H,W,2] logits.
+    Outputs are float32 also under mixed precision: `depth` [B,H,W,1] metres (positive with
+    the `log` head), `semantic` [B,H,W,C] logits, `motion` [B,H,W,2] logits.
 
     Args:
         img_size: input (height, width), multiples of 16.
@@ -86,7 +94,11 @@ class MultiTaskNet(keras.Model):
         depth_scale: metres per unit of the depth head's last convolution (a `Rescaling`
             layer when not 1). The default, 1, is the original head; larger values make the
             head's initial outputs span tens of metres but also multiply its effective step
-            size, which trained worse at lr 3e-3 (docs/model.md).
+            size, which trained worse at lr 3e-3 (docs/model.md). `linear` head only.
+        depth_head: `log` (default: `depth = exp(x + b)`, positive, `b` learned from
+            `log(depth_init)`) or `linear` (the original head: the convolution is metres).
+        depth_init: metres the `log` head predicts before training (the training split's
+            median depth, see `keras_mtl.data.median_depth`).
         **kwargs: `name`, `trainable`.
 
     Example:
@@ -108,6 +120,8 @@ class MultiTaskNet(keras.Model):
         width_mult: float = 1.0,
         dropout: float = 0.2,
         depth_scale: float = DEPTH_SCALE,
+        depth_head: str = DEPTH_HEAD,
+        depth_init: float = DEFAULT_DEPTH_INIT,
         **kwargs,
     ) -> None:
         height, width = check_img_size(img_size)
@@ -126,6 +140,12 @@ class MultiTaskNet(keras.Model):
             raise ValueError(f"width_mult must be positive, got {width_mult}")
         if not depth_scale > 0:
             raise ValueError(f"depth_scale must be positive, got {depth_scale}")
+        if depth_head not in DEPTH_HEADS:
+            raise ValueError(f"depth_head must be one of {DEPTH_HEADS}, got {depth_head!r}")
+        if depth_head == "log" and depth_scale != 1.0:
+            raise ValueError("depth_scale applies to the linear depth head only (log head: 1)")
+        if not depth_init > 0:
+            raise ValueError(f"depth_init must be positive metres, got {depth_init}")
 
         # === Functional model ===
         inputs = {
@@ -150,6 +170,8 @@ class MultiTaskNet(keras.Model):
                 output_name=task,
                 dropout=dropout,
                 output_scale=depth_scale if task == "depth" else 1.0,
+                depth_head=depth_head if task == "depth" else None,
+                initial_depth=depth_init,
             )
             for task in tasks
         }
@@ -165,6 +187,8 @@ class MultiTaskNet(keras.Model):
         self.width_mult = width_mult
         self.dropout = dropout
         self.depth_scale = depth_scale
+        self.depth_head = depth_head
+        self.depth_init = float(depth_init)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -178,12 +202,14 @@ class MultiTaskNet(keras.Model):
             "width_mult": self.width_mult,
             "dropout": self.dropout,
             "depth_scale": self.depth_scale,
+            "depth_head": self.depth_head,
+            "depth_init": self.depth_init,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MultiTaskNet:
-        # Models saved before `depth_scale` existed have the original, unscaled depth head.
-        return cls(**{"depth_scale": DEPTH_SCALE, **config})
+        # Models saved before `depth_scale`/`depth_head` existed have the original linear head.
+        return cls(**{"depth_scale": DEPTH_SCALE, "depth_head": LEGACY_DEPTH_HEAD, **config})
 
 
 def build_multitask_model(
@@ -193,6 +219,8 @@ def build_multitask_model(
     width_mult: float = 1.0,
     dropout: float = 0.2,
     depth_scale: float = DEPTH_SCALE,
+    depth_head: str = DEPTH_HEAD,
+    depth_init: float = DEFAULT_DEPTH_INIT,
 ) -> MultiTaskNet:
     """The multi-task network: inputs `flow`, `rgb`; outputs `depth`, `semantic`, `motion`.
 
@@ -202,7 +230,9 @@ def build_multitask_model(
         backbone: `mobilenetv2_ericsun` (the original) or `mobilenetv2`.
         width_mult: MobileNetV2 channel multiplier.
         dropout: ASPP channel dropout.
-        depth_scale: metres per unit of the depth head (see `MultiTaskNet`).
+        depth_scale: metres per unit of the linear depth head (see `MultiTaskNet`).
+        depth_head: `log` (default) or `linear` (the original), see `MultiTaskNet`.
+        depth_init: metres the `log` head predicts before training.
 
     Example:
 
@@ -220,6 +250,8 @@ def build_multitask_model(
         width_mult=width_mult,
         dropout=dropout,
         depth_scale=depth_scale,
+        depth_head=depth_head,
+        depth_init=depth_init,
     )
 
 
@@ -231,6 +263,8 @@ def build_single_task_model(
     width_mult: float = 1.0,
     dropout: float = 0.2,
     depth_scale: float = DEPTH_SCALE,
+    depth_head: str = DEPTH_HEAD,
+    depth_init: float = DEFAULT_DEPTH_INIT,
 ) -> MultiTaskNet:
     """A single-task baseline: the inputs of `TASKS[task].inputs`, one decoder, output `{task}`.
 
@@ -255,6 +289,8 @@ def build_single_task_model(
         width_mult=width_mult,
         dropout=dropout,
         depth_scale=depth_scale,
+        depth_head=depth_head,
+        depth_init=depth_init,
     )
 
 
