@@ -203,7 +203,8 @@ def test_same_seed_same_bytes_any_workers_and_other_seed_differs(tmp_path: Path)
     files_b = sorted(
         p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file()
     )
-    assert files_a == files_b and len(files_a) == 3 * 8 + 1
+    # 8 files per frame, the manifest and the flow folder's flow_method.json.
+    assert files_a == files_b and len(files_a) == 3 * 8 + 2
     for relative in files_a:
         if relative.name != "synthetic_dataset.json":
             assert (tmp_path / "a" / relative).read_bytes() == (
