@@ -18,14 +18,21 @@ across). Only those are labelled moving: telling them apart needs flow and appea
 Per frame the generator writes the current frame, the previous frame (in leftImg8bit_sequence,
 named as in Cityscapes' sequence package), Cityscapes labelIds, the five-class labelTrainIds, the
 motion mask (0 static, 255 moving), the disparity (uint16, p = round(256 d) + 1, 0 = invalid for
-sky and bonnet, d = fx * baseline / depth) and the camera JSON, then runs `data_tools.flow`.
+sky and bonnet, d = fx * baseline / depth) and the camera JSON, then runs `data_tools.flow`
+(`--flow_method`).
 
 Deterministic: frame `i` of split `s` is drawn from `SeedSequence([seed, split code, i])`, so the
 output does not depend on the number of workers.
 
+With `--sequence N` it renders instead one drive of N consecutive frames of one street (the
+camera and the road users moving on frame after frame), written as Cityscapes
+`leftImg8bit_sequence` frames and, with `--mp4 PATH`, as an MPEG-4 video.
+
 Command line:
     python -m data_tools.synthetic --out DIR --num_train N --num_val M --height H --width W \
-        --seed S [--workers K] [--object_count ...] [--moving_fraction ...] ...
+        --seed S [--workers K] [--flow_method {farneback,dis}] [--object_count ...] ...
+    python -m data_tools.synthetic --out DIR --sequence N [--mp4 PATH] [--fps F] --height H \
+        --width W --seed S [--object_count ...] ...
 """
 
 from __future__ import annotations
