@@ -223,6 +223,44 @@ def _parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _measure(
+    methods: list[str], sizes: list[tuple[int, int]], frames: int, repeats: int, real: bool
+) -> list[dict]:
+    """Scores every method on every pair set, printing one table row per result."""
+    pair_sets: dict[str, tuple[list[FlowPair], int]] = {}
+    if real:
+        pair_sets["real 500x741"] = ([stereo_motorcycle_pair()], repeats)
+        pair_sets["real_half 250x370"] = ([stereo_motorcycle_pair(0.5)], repeats)
+    for height, width in sizes:
+        pair_sets[f"synthetic {height}x{width}"] = (
+            list(synthetic_pairs(height, width, frames)),
+            1,
+        )
+
+    results = []
+    header = (
+        f"{'pairs':<20} {'method':<14} {'EPE':>6} {'EPE conf.':>9} {'conf. share':>11} "
+        f"{'> 3 px':>7} {'frames/s CPU':>12} {'wall':>7}"
+    )
+    print(
+        f"optical flow on {cpu_name()} ({os.cpu_count()} cores), "
+        f"{cv2.getNumThreads()} OpenCV thread(s), OpenCV {cv2.__version__}, "
+        f"{datetime.date.today().isoformat()}"
+    )
+    print(header)
+    for pair_name, (pairs, pair_repeats) in pair_sets.items():
+        for method in methods:
+            result = benchmark(pairs, METHODS[method], pair_repeats)
+            results.append({"pairs": pair_name, "method": method, **result})
+            print(
+                f"{pair_name:<20} {method:<14} {result['epe']:>6.2f} "
+                f"{result['epe_confident']:>9.2f} {result['confident_share']:>11.0%} "
+                f"{result['over_3px']:>7.1%} {result['fps_cpu']:>12.1f} {result['fps_wall']:>7.1f}",
+                flush=True,
+            )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 frames at 64x128 and 128x256")
@@ -244,39 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--repeats and --threads must be >= 1")
     default_sizes = ["64x128", "128x256"] if args.quick else ["64x128", "128x256", "256x512"]
     sizes = [_parse_size(text) for text in (args.sizes or default_sizes)]
+    # One thread by default, as each flow worker runs; the caller's setting is restored.
+    threads_before = cv2.getNumThreads()
     cv2.setNumThreads(args.threads)
-
-    pair_sets: dict[str, tuple[list[FlowPair], int]] = {}
-    if not args.skip_real:
-        pair_sets["real 500x741"] = ([stereo_motorcycle_pair()], args.repeats)
-        pair_sets["real_half 250x370"] = ([stereo_motorcycle_pair(0.5)], args.repeats)
-    for height, width in sizes:
-        pair_sets[f"synthetic {height}x{width}"] = (
-            list(synthetic_pairs(height, width, frames)),
-            1,
-        )
-
-    results = []
-    header = (
-        f"{'pairs':<20} {'method':<14} {'EPE':>6} {'EPE conf.':>9} {'conf. share':>11} "
-        f"{'> 3 px':>7} {'frames/s CPU':>12} {'wall':>7}"
-    )
-    print(
-        f"optical flow on {cpu_name()} ({os.cpu_count()} cores), "
-        f"{args.threads} OpenCV thread(s), OpenCV {cv2.__version__}, "
-        f"{datetime.date.today().isoformat()}"
-    )
-    print(header)
-    for pair_name, (pairs, repeats) in pair_sets.items():
-        for method in args.methods:
-            result = benchmark(pairs, METHODS[method], repeats)
-            results.append({"pairs": pair_name, "method": method, **result})
-            print(
-                f"{pair_name:<20} {method:<14} {result['epe']:>6.2f} "
-                f"{result['epe_confident']:>9.2f} {result['confident_share']:>11.0%} "
-                f"{result['over_3px']:>7.1%} {result['fps_cpu']:>12.1f} {result['fps_wall']:>7.1f}",
-                flush=True,
-            )
+    try:
+        results = _measure(args.methods, sizes, frames, args.repeats, not args.skip_real)
+    finally:
+        cv2.setNumThreads(threads_before)
     if args.json:
         write_json_atomic(
             args.json,

@@ -231,6 +231,25 @@ def test_error_bounds_on_synthetic_pairs_with_true_flow() -> None:
         assert result["epe_confident"] < result["epe"] and result["over_3px"] < 0.3
 
 
+def test_benchmark_script_writes_its_table_as_json(tmp_path: Path, capsys) -> None:
+    bench = _benchmarks_flow()
+    out = tmp_path / "flow.json"
+    flags = ["--skip_real", "--sizes", "48x96", "--frames", "2", "--methods", "farneback", "dis"]
+    assert bench.main([*flags, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [(row["pairs"], row["method"]) for row in result["results"]] == [
+        ("synthetic 48x96", "farneback"),
+        ("synthetic 48x96", "dis"),
+    ]
+    for row in result["results"]:
+        assert row["frames"] == 2 and 0 < row["epe"] < 5 and row["fps_cpu"] > 0
+    assert "synthetic 48x96      dis" in capsys.readouterr().out
+    with pytest.raises(UserError, match="--methods: unknown"):
+        bench.main(["--skip_real", "--methods", "tvl1"])
+    with pytest.raises(UserError, match="--sizes"):
+        bench.main(["--skip_real", "--sizes", "48by96"])
+
+
 def test_dis_params_are_opencvs_presets() -> None:
     previous = _texture(64, 96, seed=3)
     current = _texture(64, 96, seed=3)[:, list(range(2, 96)) + [95, 95]]  # content moved left
