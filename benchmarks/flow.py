@@ -103,7 +103,9 @@ def stereo_motorcycle_pair(scale: float = 1.0) -> FlowPair:
             "or run with --skip_real"
         ) from None
     left, right, disparity = data.stereo_motorcycle()
-    # left(r, c) ~ right(r, c - d): with left as the current frame, u = d, v = 0.
+    # Middlebury's disparity lives on the left image: left(r, c) ~ right(r, c - d) (warping
+    # the right image this way matches the left one better than the reverse reading of
+    # scikit-image's docstring example). With left as the current frame: u = d, v = 0.
     valid = np.isfinite(disparity)
     disparity = np.where(valid, disparity, 0.0).astype(np.float32)
     if scale != 1.0:
