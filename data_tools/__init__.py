@@ -1,4 +1,4 @@
-"""Dataset tools: synthetic Cityscapes-format scenes, Farneback flow, label conversion.
+"""Dataset tools: synthetic Cityscapes-format scenes and drives, optical flow, label conversion.
 
 Each tool is a command line (`python -m data_tools.synthetic`, `python -m data_tools.flow`,
 `python -m data_tools.labels`) and a set of plain functions. The helpers below are shared by

@@ -18,14 +18,21 @@ across). Only those are labelled moving: telling them apart needs flow and appea
 Per frame the generator writes the current frame, the previous frame (in leftImg8bit_sequence,
 named as in Cityscapes' sequence package), Cityscapes labelIds, the five-class labelTrainIds, the
 motion mask (0 static, 255 moving), the disparity (uint16, p = round(256 d) + 1, 0 = invalid for
-sky and bonnet, d = fx * baseline / depth) and the camera JSON, then runs `data_tools.flow`.
+sky and bonnet, d = fx * baseline / depth) and the camera JSON, then runs `data_tools.flow`
+(`--flow_method`).
 
 Deterministic: frame `i` of split `s` is drawn from `SeedSequence([seed, split code, i])`, so the
 output does not depend on the number of workers.
 
+With `--sequence N` it renders instead one drive of N consecutive frames of one street (the
+camera and the road users moving on frame after frame), written as Cityscapes
+`leftImg8bit_sequence` frames and, with `--mp4 PATH`, as an MPEG-4 video.
+
 Command line:
     python -m data_tools.synthetic --out DIR --num_train N --num_val M --height H --width W \
-        --seed S [--workers K] [--object_count ...] [--moving_fraction ...] ...
+        --seed S [--workers K] [--flow_method {farneback,dis}] [--object_count ...] ...
+    python -m data_tools.synthetic --out DIR --sequence N [--mp4 PATH] [--fps F] --height H \
+        --width W --seed S [--object_count ...] ...
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from data_tools import default_workers, map_jobs, write_json_atomic, write_png_atomic
+from data_tools import default_workers, map_jobs, read_png, write_json_atomic, write_png_atomic
+from data_tools.flow import DEFAULT_METHOD, default_params, run_flow
 from keras_mtl.data.labels import FIVE_CLASS_NAMES, LABEL_BY_NAME, label_ids_to_five_classes
 from keras_mtl.data.layout import (
     CAMERA_DIR,
@@ -49,15 +57,17 @@ from keras_mtl.data.layout import (
     DISPARITY_DIR,
     DISPARITY_SUFFIX,
     FIVE_CLASS_SUFFIX,
-    FLOW_DIR,
+    FLOW_DIRS,
     GT_DIR,
     LABEL_IDS_SUFFIX,
     MOTION_SUFFIX,
     RGB_DIR,
     RGB_SUFFIX,
     SEQUENCE_DIR,
+    flow_dir_for,
 )
 from keras_mtl.errors import UserError, run_cli
+from keras_mtl.io import save_atomic
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 CITIES = {
@@ -72,6 +82,14 @@ NEAR = 0.3  # metres; nothing closer to the camera is rendered
 MANIFEST = "synthetic_dataset.json"
 # Present while a generation runs: a rerun after an interruption may clear the folder again.
 IN_PROGRESS = "synthetic_dataset.in_progress"
+# Drives (--sequence): their own random stream (the splits use codes 0-2), split and city.
+DRIVE_CODE = 3
+DRIVE_SPLIT = "demo"
+DRIVE_CITY = "ellwood"
+MAX_DRIVE_FRAMES = 1000
+DRIVE_MANIFEST = "synthetic_sequence.json"
+DRIVE_IN_PROGRESS = "synthetic_sequence.in_progress"
+DRIVE_FPS = 17.0  # Cityscapes' frame rate
 
 _ID = {name: label.id for name, label in LABEL_BY_NAME.items()}
 
@@ -535,6 +553,22 @@ def _overlaps(a: tuple, b: tuple) -> bool:
     return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
 
 
+def _collide(feet: np.ndarray, other: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether two road users' ground footprints overlap at the same or neighbouring frames.
+
+    Args:
+        feet, other: (T, 4) footprints (x0, x1, z0, z1) at the scene's frame times.
+        pairs: indices (i, j) of the frame pairs to compare (times at most one frame apart, so
+            nothing passes through anything between two frames either).
+    """
+    a, b = feet[pairs[0]], other[pairs[1]]
+    return bool(
+        np.any(
+            (a[:, 0] < b[:, 1]) & (b[:, 0] < a[:, 1]) & (a[:, 2] < b[:, 3]) & (b[:, 2] < a[:, 3])
+        )
+    )
+
+
 def _vehicle_boxes(
     rng: np.random.Generator,
     kind: str,
@@ -613,14 +647,39 @@ def _vehicle_boxes(
     return boxes
 
 
-def _road_users(rng: np.random.Generator, scene: Scene, difficulty: Difficulty) -> None:
-    """Cars, trucks, buses, pedestrians and cyclists, some of them moving on their own."""
+def _road_users(
+    rng: np.random.Generator,
+    scene: Scene,
+    difficulty: Difficulty,
+    times: tuple[float, ...] = (0.0, -1.0),
+    ahead: float = 0.0,
+) -> None:
+    """Cars, trucks, buses, pedestrians and cyclists, some of them moving on their own.
+
+    Args:
+        times: the frame times the scene is rendered at (consecutive frames): no road user
+            overlaps another or the ego vehicle's keep-out box at any of them, and each one
+            is at least 4 m in front of the camera at the times within one frame of 0.
+        ahead: metres the camera drives beyond time 0 (a drive): the road users are spread
+            over that much more street, with the same density.
+    """
     camera = scene.camera
     road = scene.road_half_width
     lanes = [-road + scene.lane_width * (k + 0.5) for k in range(scene.num_lanes)]
     ego = scene.ego_speed
-    taken = [(scene.camera_x - 1.3, scene.camera_x + 1.3, -8.0, 3.0)]
-    count = int(rng.poisson(difficulty.object_count))
+    time_array = np.asarray(times, dtype=np.float64)
+    pairs = np.nonzero(np.abs(time_array[:, None] - time_array[None, :]) <= 1.0)
+    near_times = [t for t in times if abs(t) <= 1.0]
+    # The ego vehicle's keep-out box drives with the camera.
+    taken = [
+        np.array(
+            [
+                (scene.camera_x - 1.3, scene.camera_x + 1.3, -8.0 + ego * t, 3.0 + ego * t)
+                for t in times
+            ]
+        )
+    ]
+    count = int(rng.poisson(difficulty.object_count * (1.0 + ahead / 65.0)))
     speed_scale = difficulty.object_speed
     tan_half = (camera.width / 2.0) / camera.fx
 
@@ -647,7 +706,7 @@ def _road_users(rng: np.random.Generator, scene: Scene, difficulty: Difficulty) 
                     x = side * (road - 1.15)
                 if moving:
                     velocity = np.array([0.0, 0.0, heading * base])
-                z = rng.uniform(5.0, 70.0)
+                z = rng.uniform(5.0, 70.0 + ahead)
                 boxes = _vehicle_boxes(rng, kind, x, z, heading, velocity, moving)
                 lo = np.min([b.lo for b in boxes], axis=0)
                 hi = np.max([b.hi for b in boxes], axis=0)
@@ -689,7 +748,7 @@ def _road_users(rng: np.random.Generator, scene: Scene, difficulty: Difficulty) 
                         if moving:
                             velocity = np.array([facing * base, 0.0, 0.0])
                     half_width, top = (1.0 if view == "side" else 0.4), size + 0.1
-                z = rng.uniform(4.0, 45.0)
+                z = rng.uniform(4.0, 45.0 + ahead)
                 colors = np.stack(
                     [
                         _pick(rng, _SKIN_COLORS),
@@ -725,16 +784,16 @@ def _road_users(rng: np.random.Generator, scene: Scene, difficulty: Difficulty) 
                 hi = np.array([x + half_x, top, z + depth])
                 centre_x, near_z = x, z
                 shapes = [billboard]
-            # Free space at both times, in front of the camera and in view now.
-            feet = [_footprint(lo + velocity * t, hi + velocity * t, 0.3) for t in (0.0, -1.0)]
-            ok = all(not _overlaps(f, other) for f in feet for other in taken)
-            for t in (0.0, -1.0):
+            # Free space at every frame, in front of the camera around time 0 and in view now.
+            feet = np.array([_footprint(lo + velocity * t, hi + velocity * t, 0.3) for t in times])
+            ok = not any(_collide(feet, other, pairs) for other in taken)
+            for t in near_times:
                 z_rel = near_z + velocity[2] * t - ego * t
                 ok = ok and z_rel >= 4.0
             z_now = near_z
             ok = ok and abs(centre_x - scene.camera_x) < 0.9 * tan_half * z_now
             if ok:
-                taken.extend(feet)
+                taken.append(feet)
                 if kind in ("car", "truck", "bus"):
                     scene.boxes.extend(shapes)
                 else:
@@ -742,8 +801,27 @@ def _road_users(rng: np.random.Generator, scene: Scene, difficulty: Difficulty) 
                 break
 
 
-def make_scene(rng: np.random.Generator, height: int, width: int, difficulty: Difficulty) -> Scene:
-    """Draws one street scene for an image of `height` x `width` pixels."""
+def make_scene(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    difficulty: Difficulty,
+    times: tuple[float, ...] = (0.0, -1.0),
+) -> Scene:
+    """Draws one street scene for an image of `height` x `width` pixels.
+
+    Args:
+        rng: the scene's random generator (the scene is a function of its state).
+        height: image height (px).
+        width: image width (px).
+        difficulty: the knobs.
+        times: the consecutive frame times the scene must hold at: (0, -1) for a frame pair,
+            (0, 1, ..., N - 1) for a drive of N frames (the street and its road users then
+            extend as far beyond time 0 as the camera drives).
+
+    Example:
+        >>> scene = make_scene(frame_rng(0, "train", 0), 64, 128, Difficulty())
+    """
     camera = Camera.for_image(height, width, mount_height=rng.uniform(1.25, 1.6))
     num_lanes = int(rng.integers(2, 5))
     lane_width = rng.uniform(3.0, 3.6)
@@ -804,8 +882,9 @@ def make_scene(rng: np.random.Generator, height: int, width: int, difficulty: Di
         ground_style=ground_style,
         texture_gain=1.0 + difficulty.texture_noise / 20.0,
     )
-    _street_scenery(rng, scene, far=rng.uniform(110.0, 170.0))
-    _road_users(rng, scene, difficulty)
+    ahead = scene.ego_speed * max(0.0, *times)  # metres driven beyond time 0
+    _street_scenery(rng, scene, far=rng.uniform(110.0, 170.0) + ahead)
+    _road_users(rng, scene, difficulty, tuple(float(t) for t in times), ahead)
     return scene
 
 
@@ -1571,21 +1650,37 @@ def _frame_job(job: tuple[str, str, int, int, int, int, dict]) -> np.ndarray:
     return np.append(counts, int(sample.motion.sum()))
 
 
-def _check_replaceable(root: Path) -> None:
-    """Refuses a non-empty `--out` that holds no dataset (finished or not) of this generator."""
+def _check_replaceable(root: Path, manifest: str = MANIFEST, marker: str = IN_PROGRESS) -> None:
+    """Refuses a non-empty `--out` that holds no output (finished or not) of this generator
+    of the kind `manifest` names (a dataset, or a drive)."""
     if not root.is_dir() or not any(root.iterdir()):
         return
-    if not (root / MANIFEST).is_file() and not (root / IN_PROGRESS).is_file():
+    if not (root / manifest).is_file() and not (root / marker).is_file():
         raise UserError(
-            f"--out {root} is not empty and holds no {MANIFEST}: choose a new or empty folder "
-            "(the generator only replaces datasets it wrote itself)"
+            f"--out {root} is not empty and holds no {manifest}: choose a new or empty folder "
+            "(the generator only replaces output it wrote itself)"
         )
+
+
+def _start_output(root: Path, out_dir: str | os.PathLike, manifest: str, marker: str) -> None:
+    """Checks `--out`, creates it and marks it in progress before anything is removed."""
+    _check_replaceable(root, manifest, marker)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        # Marked before anything is removed or written, so that a rerun after an interruption
+        # anywhere below may clear the folder again.
+        write_json_atomic(root / marker, {"note": "generation started, not finished"})
+    except OSError as error:
+        raise UserError(
+            f"--out {os.fspath(out_dir)!r}: cannot create the folder ({error})"
+        ) from error
 
 
 def _clear_previous_dataset(root: Path) -> None:
     """Removes what an earlier generation wrote in `root` (so no stale frames remain)."""
     (root / MANIFEST).unlink(missing_ok=True)
-    for folder in (RGB_DIR, SEQUENCE_DIR, GT_DIR, DISPARITY_DIR, CAMERA_DIR, FLOW_DIR):
+    flow_dirs = tuple(FLOW_DIRS.values())  # any method's flow folder
+    for folder in (RGB_DIR, SEQUENCE_DIR, GT_DIR, DISPARITY_DIR, CAMERA_DIR, *flow_dirs):
         shutil.rmtree(root / folder, ignore_errors=True)
 
 
@@ -1600,6 +1695,7 @@ def generate_dataset(
     num_test: int = 0,
     workers: int | None = None,
     flow: bool = True,
+    flow_method: str | None = None,
     progress: bool = True,
     **difficulty: float,
 ) -> dict[str, Any]:
@@ -1618,13 +1714,16 @@ def generate_dataset(
             spawned, so a script calling this with workers > 1 needs the usual
             `if __name__ == "__main__":` guard.
         flow: run `data_tools.flow` on the frames afterwards.
+        flow_method: "farneback" or "dis" (None = `data_tools.flow.DEFAULT_METHOD`); the flow
+            goes to that method's folder (`layout.flow_dir_for`).
         progress: show tqdm progress bars.
         **difficulty: `Difficulty` knobs (object_count, moving_fraction, object_speed,
             ego_speed, texture_noise, lighting_variation).
 
     Returns:
         A summary (also written to `<out_dir>/synthetic_dataset.json`): root, sizes, seed,
-        difficulty, frames per split, five-class pixel fractions and the moving-pixel fraction.
+        difficulty, frames per split, five-class pixel fractions, the moving-pixel fraction,
+        and the flow method and folder (None without flow).
 
     Example:
         >>> summary = generate_dataset("/tmp/synth", 8, 2, 64, 128, seed=0, workers=1)
@@ -1632,6 +1731,9 @@ def generate_dataset(
         {'train': 8, 'val': 2}
     """
     knobs = make_difficulty(**difficulty)
+    flow_method = DEFAULT_METHOD if flow_method is None else flow_method
+    if flow_method not in FLOW_DIRS:
+        raise UserError(f"--flow_method must be one of {', '.join(FLOW_DIRS)}, got {flow_method!r}")
     counts = {"train": num_train, "val": num_val, "test": num_test}
     for name, value in counts.items():
         if int(value) != value or value < 0:
@@ -1641,16 +1743,7 @@ def generate_dataset(
     if height < 32 or width < 32:
         raise UserError(f"--height and --width must be at least 32, got {height}x{width}")
     root = Path(out_dir)
-    _check_replaceable(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        # Marked before anything is removed or written, so that a rerun after an interruption
-        # anywhere below may clear the folder again.
-        write_json_atomic(root / IN_PROGRESS, {"note": "generation started, not finished"})
-    except OSError as error:
-        raise UserError(
-            f"--out {os.fspath(out_dir)!r}: cannot create the folder ({error})"
-        ) from error
+    _start_output(root, out_dir, MANIFEST, IN_PROGRESS)
     _clear_previous_dataset(root)
     jobs = [
         (str(root), split, index, int(height), int(width), int(seed), asdict(knobs))
@@ -1665,9 +1758,14 @@ def generate_dataset(
     flow_counts = None
     splits = [split for split, count in counts.items() if count > 0]
     if flow:
-        from data_tools.flow import run_flow
-
-        flow_counts = run_flow(root, splits, workers=workers, overwrite=True, progress=progress)
+        flow_counts = run_flow(
+            root,
+            splits,
+            workers=workers,
+            overwrite=True,
+            params=default_params(flow_method),
+            progress=progress,
+        )
     pixels = max(1, int(totals[:6].sum()))
     summary = {
         "root": str(root),
@@ -1682,9 +1780,206 @@ def generate_dataset(
         "ignore_fraction": round(float(totals[5]) / pixels, 5),
         "moving_fraction_pixels": round(float(totals[6]) / pixels, 5),
         "flow": flow_counts,
+        "flow_method": flow_method if flow else None,
+        "flow_dir": flow_dir_for(flow_method) if flow else None,
     }
     write_json_atomic(root / MANIFEST, summary)
     (root / IN_PROGRESS).unlink()
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Drives: N consecutive frames of one street
+
+
+def drive_scene(
+    seed: int, num_frames: int, height: int, width: int, difficulty: Difficulty | None = None
+) -> Scene:
+    """The street of drive `seed`, valid for frames 0 .. num_frames - 1.
+
+    Frame k is `render_view(scene, k)`: the camera has driven `k * ego_speed` metres and every
+    road user has moved on `k` frames (walking phases included); `true_flow(scene, view)` is
+    the motion since frame k - 1. The street is drawn for the drive's length, so the scene
+    depends on (seed, num_frames, height, width, difficulty).
+
+    Args:
+        seed: the drive's seed (its own stream: a drive never repeats a dataset frame).
+        num_frames: frames of the drive (>= 2).
+        height: image height (px).
+        width: image width (px).
+        difficulty: the knobs (None = defaults).
+
+    Example:
+        >>> scene = drive_scene(0, 4, 64, 128)
+        >>> flow_1 = true_flow(scene, render_view(scene, 1.0))  # frame 0 -> frame 1
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), DRIVE_CODE]))
+    times = tuple(float(frame) for frame in range(int(num_frames)))
+    return make_scene(rng, height, width, difficulty or Difficulty(), times=times)
+
+
+def render_drive_frame(
+    scene: Scene, seed: int, frame: int, difficulty: Difficulty | None = None
+) -> np.ndarray:
+    """Frame `frame` of a drive as stored: uint8 HxWx3 RGB with its own sensor noise.
+
+    Args:
+        scene: from `drive_scene` with the same seed.
+        seed: the drive's seed (draws the frame's noise).
+        frame: frame number (0 = first).
+        difficulty: gives the noise level (None = defaults).
+
+    Example:
+        >>> rgb = render_drive_frame(drive_scene(0, 4, 64, 128), 0, 3)
+    """
+    difficulty = difficulty or Difficulty()
+    view = render_view(scene, float(frame))
+    noise_rng = np.random.default_rng(np.random.SeedSequence([int(seed), DRIVE_CODE, int(frame)]))
+    return _to_uint8(view.rgb, difficulty.texture_noise, noise_rng)
+
+
+def drive_frame_path(root: str | os.PathLike, frame: int) -> Path:
+    """Where frame `frame` of a drive goes under `root`, Cityscapes sequence style.
+
+    Example:
+        >>> drive_frame_path("out", 2).as_posix()
+        'out/leftImg8bit_sequence/demo/ellwood/ellwood_000000_000002_leftImg8bit.png'
+    """
+    name = f"{DRIVE_CITY}_000000_{int(frame):06d}{RGB_SUFFIX}"
+    return Path(root) / SEQUENCE_DIR / DRIVE_SPLIT / DRIVE_CITY / name
+
+
+def _drive_frame_job(job: tuple[str, int, int, int, int, int, dict]) -> str:
+    """Renders and writes one frame of a drive; returns its path."""
+    root, seed, frame, num_frames, height, width, knobs = job
+    cv2.setNumThreads(1)  # one frame per process
+    difficulty = Difficulty(**knobs)
+    scene = drive_scene(seed, num_frames, height, width, difficulty)  # cheap next to rendering
+    path = drive_frame_path(root, frame)
+    write_png_atomic(path, render_drive_frame(scene, seed, frame, difficulty), rgb=True)
+    return str(path)
+
+
+def write_mp4(frames: list[str | os.PathLike], path: str | os.PathLike, fps: float) -> None:
+    """Writes PNG frames, in order, as an MPEG-4 (mp4v) video, atomically.
+
+    Args:
+        frames: PNG files of one size (even height and width).
+        path: the `.mp4` to write.
+        fps: frames per second.
+
+    Raises:
+        UserError: OpenCV here cannot write MP4 (no FFmpeg backend).
+
+    Example:
+        >>> write_mp4(sorted(Path("out").rglob("*.png")), "out/drive.mp4", 17.0)
+    """
+    first = read_png(frames[0])  # OpenCV's BGR order, as VideoWriter wants
+    height, width = first.shape[:2]
+
+    def save(temporary: str) -> None:
+        writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not writer.isOpened():
+            raise UserError(
+                f"--mp4 {os.fspath(path)}: this OpenCV cannot write MP4 (mp4v); install "
+                "opencv-python-headless from requirements.txt (it ships FFmpeg)"
+            )
+        try:
+            for frame in frames:
+                writer.write(read_png(frame))
+        finally:
+            writer.release()
+
+    save_atomic(save, path)
+
+
+def generate_sequence(
+    out_dir: str | os.PathLike,
+    num_frames: int,
+    height: int = 256,
+    width: int = 512,
+    seed: int = 0,
+    *,
+    mp4: str | os.PathLike | None = None,
+    fps: float = DRIVE_FPS,
+    workers: int | None = None,
+    progress: bool = True,
+    **difficulty: float,
+) -> dict[str, Any]:
+    """Renders one drive of `num_frames` consecutive frames, Cityscapes sequence style.
+
+    Frames go to `<out_dir>/leftImg8bit_sequence/demo/ellwood/ellwood_000000_<k:06d>_leftImg8bit.png`
+    (k = 0 .. num_frames - 1), optionally also to an MP4. Same world throughout: the camera
+    drives `ego_speed` metres per frame and the road users keep moving. Deterministic in the
+    arguments, with any number of workers.
+
+    Args:
+        out_dir: a new or empty folder, or one holding a drive this function wrote (replaced).
+        num_frames: frames (2 .. 1000).
+        height: image height in pixels (>= 32; even with `mp4`).
+        width: image width in pixels (>= 32; even with `mp4`).
+        seed: the drive's seed.
+        mp4: also write the frames as an MPEG-4 video here (a `.mp4` path).
+        fps: the video's frame rate.
+        workers: processes (None = CPU count, at most 8; 1 = in this process).
+        progress: show a tqdm progress bar.
+        **difficulty: `Difficulty` knobs.
+
+    Returns:
+        A summary (also written to `<out_dir>/synthetic_sequence.json`): frames, size, seed,
+        difficulty, the frame files (relative to out_dir) and the MP4 path.
+
+    Raises:
+        UserError: a bad value, naming its flag.
+
+    Example:
+        >>> summary = generate_sequence("/tmp/drive", 30, 128, 256, mp4="/tmp/drive.mp4")
+        >>> summary["files"][0]
+        'leftImg8bit_sequence/demo/ellwood/ellwood_000000_000000_leftImg8bit.png'
+    """
+    knobs = make_difficulty(**difficulty)
+    if isinstance(num_frames, bool) or int(num_frames) != num_frames:
+        raise UserError(f"--sequence must be an integer, got {num_frames!r}")
+    if not 2 <= num_frames <= MAX_DRIVE_FRAMES:
+        raise UserError(f"--sequence must be from 2 to {MAX_DRIVE_FRAMES} frames, got {num_frames}")
+    if height < 32 or width < 32:
+        raise UserError(f"--height and --width must be at least 32, got {height}x{width}")
+    if mp4 is not None:
+        if Path(mp4).suffix.lower() != ".mp4":
+            raise UserError(f"--mp4 must name a .mp4 file, got {os.fspath(mp4)!r}")
+        if height % 2 or width % 2:
+            raise UserError(
+                f"--mp4 needs an even --height and --width (MPEG-4 video), got {height}x{width}"
+            )
+        if not (math.isfinite(fps) and 0 < fps <= 240):
+            raise UserError(f"--fps must be in (0, 240], got {fps!r}")
+    root = Path(out_dir)
+    _start_output(root, out_dir, DRIVE_MANIFEST, DRIVE_IN_PROGRESS)
+    (root / DRIVE_MANIFEST).unlink(missing_ok=True)
+    shutil.rmtree(root / SEQUENCE_DIR, ignore_errors=True)  # no stale frames of a longer drive
+    jobs = [
+        (str(root), int(seed), frame, int(num_frames), int(height), int(width), asdict(knobs))
+        for frame in range(int(num_frames))
+    ]
+    workers = default_workers() if workers is None else max(1, int(workers))
+    for _ in map_jobs(_drive_frame_job, jobs, workers=workers, desc="drive", progress=progress):
+        pass
+    frames = [drive_frame_path(root, frame) for frame in range(int(num_frames))]
+    if mp4 is not None:
+        write_mp4(frames, mp4, float(fps))
+    summary = {
+        "root": str(root),
+        "frames": int(num_frames),
+        "height": int(height),
+        "width": int(width),
+        "seed": int(seed),
+        "difficulty": asdict(knobs),
+        "files": [path.relative_to(root).as_posix() for path in frames],
+        "mp4": None if mp4 is None else os.fspath(mp4),
+        "fps": float(fps) if mp4 is not None else None,
+    }
+    write_json_atomic(root / DRIVE_MANIFEST, summary)
+    (root / DRIVE_IN_PROGRESS).unlink()
     return summary
 
 
@@ -1692,12 +1987,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m data_tools.synthetic",
         description="Render a synthetic driving dataset in the Cityscapes multitask layout "
-        "(frames, previous frames, labels, motion, disparity, camera, Farneback flow).",
+        "(frames, previous frames, labels, motion, disparity, camera, optical flow), or with "
+        "--sequence N one drive of N consecutive frames (and --mp4 a video of it).",
     )
-    parser.add_argument("--out", required=True, help="dataset root to write")
-    parser.add_argument("--num_train", type=int, default=120)
-    parser.add_argument("--num_val", type=int, default=40)
-    parser.add_argument("--num_test", type=int, default=0)
+    parser.add_argument("--out", required=True, help="dataset (or drive) root to write")
+    parser.add_argument("--num_train", type=int, default=None, help="default 120")
+    parser.add_argument("--num_val", type=int, default=None, help="default 40")
+    parser.add_argument("--num_test", type=int, default=None, help="default 0")
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
@@ -1705,6 +2001,22 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=None, help="processes (default: CPUs, max 8)"
     )
     parser.add_argument("--no_flow", action="store_true", help="skip running data_tools.flow")
+    parser.add_argument(
+        "--flow_method",
+        default=None,
+        help=f"{' or '.join(FLOW_DIRS)} (default {DEFAULT_METHOD}); see data_tools.flow",
+    )
+    parser.add_argument(
+        "--sequence",
+        type=int,
+        default=None,
+        metavar="N",
+        help="render one drive of N consecutive frames instead of a dataset",
+    )
+    parser.add_argument("--mp4", default=None, metavar="PATH", help="with --sequence: a video")
+    parser.add_argument(
+        "--fps", type=float, default=None, help=f"with --mp4: frame rate (default {DRIVE_FPS:g})"
+    )
     defaults = Difficulty()
     for item in fields(Difficulty):
         parser.add_argument(f"--{item.name}", type=float, default=getattr(defaults, item.name))
@@ -1712,24 +2024,52 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     knobs = {item.name: getattr(args, item.name) for item in fields(Difficulty)}
+    if args.sequence is not None:
+        dataset_flags = ["num_train", "num_val", "num_test", "flow_method"]
+        given = [f"--{name}" for name in dataset_flags if getattr(args, name) is not None]
+        if args.no_flow:
+            given.append("--no_flow")
+        if given:
+            raise UserError(f"{', '.join(given)}: dataset flags, not used with --sequence")
+        if args.fps is not None and args.mp4 is None:
+            raise UserError("--fps sets the --mp4 video's frame rate; add --mp4 PATH")
+        summary = generate_sequence(
+            args.out,
+            args.sequence,
+            args.height,
+            args.width,
+            args.seed,
+            mp4=args.mp4,
+            fps=DRIVE_FPS if args.fps is None else args.fps,
+            workers=args.workers,
+            **knobs,
+        )
+        video = f" and {summary['mp4']}" if summary["mp4"] else ""
+        print(f"wrote {summary['frames']} frames of one drive to {summary['root']}{video}")
+        return 0
+    if args.mp4 is not None or args.fps is not None:
+        raise UserError("--mp4 and --fps need --sequence N (a drive to make a video of)")
     summary = generate_dataset(
         args.out,
-        args.num_train,
-        args.num_val,
+        120 if args.num_train is None else args.num_train,
+        40 if args.num_val is None else args.num_val,
         args.height,
         args.width,
         args.seed,
-        num_test=args.num_test,
+        num_test=0 if args.num_test is None else args.num_test,
         workers=args.workers,
         flow=not args.no_flow,
+        flow_method=args.flow_method,
         **knobs,
     )
     fractions = ", ".join(
         f"{name} {value:.3f}" for name, value in summary["class_fractions"].items()
     )
     moving = summary["moving_fraction_pixels"]
+    flow = f"; flow {summary['flow_method']} in {summary['flow_dir']}" if summary["flow"] else ""
     print(
-        f"wrote {summary['splits']} to {summary['root']}; classes: {fractions}; moving {moving:.3f}"
+        f"wrote {summary['splits']} to {summary['root']}; classes: {fractions}; "
+        f"moving {moving:.3f}{flow}"
     )
     return 0
 

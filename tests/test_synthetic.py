@@ -1,4 +1,5 @@
-"""data_tools.synthetic: layout, encodings, geometry, labels, determinism, ego-motion."""
+"""data_tools.synthetic: layout, encodings, geometry, labels, determinism, ego-motion, the flow
+method, drives (--sequence) and their MP4."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ import numpy as np
 import pytest
 
 from data_tools import read_png
-from data_tools.flow import compute_flow
+from data_tools.flow import DISParams, compute_flow, encode_flow, read_flow_method
 from data_tools.synthetic import (
     Camera,
     depth_to_disparity_png,
     disparity_png_to_depth,
+    drive_frame_path,
+    drive_scene,
     generate_dataset,
     generate_sample,
+    generate_sequence,
+    main,
     make_difficulty,
+    render_drive_frame,
     render_view,
     true_flow,
 )
@@ -36,6 +42,7 @@ from keras_mtl.data.layout import (
     RGB_DIR,
     RGB_SUFFIX,
     SEQUENCE_DIR,
+    flow_dir_for,
 )
 from keras_mtl.errors import UserError
 
@@ -203,7 +210,8 @@ def test_same_seed_same_bytes_any_workers_and_other_seed_differs(tmp_path: Path)
     files_b = sorted(
         p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file()
     )
-    assert files_a == files_b and len(files_a) == 3 * 8 + 1
+    # 8 files per frame, the manifest and the flow folder's flow_method.json.
+    assert files_a == files_b and len(files_a) == 3 * 8 + 2
     for relative in files_a:
         if relative.name != "synthetic_dataset.json":
             assert (tmp_path / "a" / relative).read_bytes() == (
@@ -311,3 +319,168 @@ def test_cli_bad_flag_is_one_line_exit_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: --moving_fraction") and "Traceback" not in result.stderr
+
+
+def test_flow_method_picks_the_flow_and_its_folder(tmp_path: Path) -> None:
+    settings = dict(num_train=1, num_val=0, height=48, width=96, workers=1, progress=False)
+    summary = generate_dataset(tmp_path, flow_method="dis", **settings)
+    assert summary["flow_method"] == "dis" and summary["flow_dir"] == flow_dir_for("dis")
+    assert read_flow_method(tmp_path, flow_dir_for("dis"))["method"] == "dis"
+    (city, stem), *_ = _frames(tmp_path, "train")
+    current = read_png(tmp_path / RGB_DIR / "train" / city / f"{stem}{RGB_SUFFIX}", rgb=True)
+    previous_name = f"{stem[:-6]}000018{RGB_SUFFIX}"
+    previous = read_png(tmp_path / SEQUENCE_DIR / "train" / city / previous_name, rgb=True)
+    stored = read_png(tmp_path / flow_dir_for("dis") / "train" / city / f"{stem}{RGB_SUFFIX}")
+    expected = encode_flow(compute_flow(current, previous, DISParams()))
+    np.testing.assert_array_equal(cv2.cvtColor(stored, cv2.COLOR_BGR2RGB), expected)
+    # Regenerating with the other method leaves no flow folder of the first behind.
+    generate_dataset(tmp_path, flow_method="farneback", **settings)
+    assert not (tmp_path / flow_dir_for("dis")).exists()
+    assert read_flow_method(tmp_path, flow_dir_for("farneback"))["method"] == "farneback"
+    with pytest.raises(UserError, match="--flow_method must be one of farneback, dis"):
+        generate_dataset(tmp_path, flow_method="tvl1", **settings)
+
+
+# --- drives: --sequence N (and --mp4) ---------------------------------------------------------
+
+DRIVE = {"num_frames": 4, "height": 64, "width": 128, "seed": 2}
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-frame drive at 64x128 with its MP4 (`DRIVE`), written once."""
+    root = tmp_path_factory.mktemp("drive")
+    generate_sequence(root, mp4=root / "video" / "drive.mp4", workers=1, progress=False, **DRIVE)
+    return root
+
+
+def test_drive_files_are_consecutive_sequence_frames(drive: Path) -> None:
+    folder = drive / SEQUENCE_DIR / "demo" / "ellwood"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"ellwood_000000_{k:06d}{RGB_SUFFIX}" for k in range(4)]
+    assert [drive_frame_path(drive, k) for k in range(4)] == [folder / name for name in names]
+    manifest = json.loads((drive / "synthetic_sequence.json").read_text())
+    assert manifest["frames"] == 4 and manifest["seed"] == DRIVE["seed"]
+    assert manifest["files"] == [f"{SEQUENCE_DIR}/demo/ellwood/{name}" for name in names]
+    assert sorted(p.name for p in drive.iterdir()) == [
+        SEQUENCE_DIR,
+        "synthetic_sequence.json",
+        "video",
+    ]  # finished: no in-progress marker, no temporary files
+    scene = drive_scene(DRIVE["seed"], 4, 64, 128)
+    for k in range(4):
+        frame = read_png(drive_frame_path(drive, k), rgb=True)
+        assert frame.shape == (64, 128, 3) and frame.dtype == np.uint8
+        # The stored frame is the drive's frame k, noise included.
+        np.testing.assert_array_equal(frame, render_drive_frame(scene, DRIVE["seed"], k))
+
+
+def test_drive_frames_follow_forward_motion(drive: Path) -> None:
+    scene = drive_scene(DRIVE["seed"], 4, 64, 128)
+    camera = scene.camera
+    for k in range(1, 4):
+        view = render_view(scene, float(k))
+        exact = true_flow(scene, view)
+        # The static world expands from the centre as the camera drives forward.
+        rows, cols = np.nonzero((view.depth > 0) & ~view.moving)
+        depth, ego = view.depth[rows, cols].astype(np.float64), scene.ego_speed
+        np.testing.assert_allclose(
+            exact[rows, cols, 0], (cols - camera.u0) * ego / (depth + ego), atol=1e-3
+        )
+        np.testing.assert_allclose(
+            exact[rows, cols, 1], (rows - camera.v0) * ego / (depth + ego), atol=1e-3
+        )
+        # The written frames show that motion: the flow between them matches it.
+        current = read_png(drive_frame_path(drive, k), rgb=True)
+        previous = read_png(drive_frame_path(drive, k - 1), rgb=True)
+        flow = compute_flow(current, previous, DISParams())
+        static = (view.depth > 0) & ~view.moving
+        error = np.linalg.norm(flow[..., :2] - exact, axis=-1)
+        assert np.median(error[static]) < 1.0, k
+        left, right = static.copy(), static.copy()
+        left[:, 40:], right[:, :88] = False, False
+        assert np.median(flow[..., 0][left]) < 0 < np.median(flow[..., 0][right]), k
+        bottom = static.copy()
+        bottom[:44] = False  # the road below the horizon comes down towards the bonnet
+        assert np.median(flow[..., 1][bottom]) > 0.25, k
+
+
+def test_drive_mp4_has_every_frame(drive: Path) -> None:
+    capture = cv2.VideoCapture(str(drive / "video" / "drive.mp4"))
+    assert capture.isOpened()
+    decoded = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        decoded.append(frame)
+    capture.release()
+    assert len(decoded) == DRIVE["num_frames"]
+    for k, frame in enumerate(decoded):
+        png = read_png(drive_frame_path(drive, k))  # OpenCV's BGR, as the decoder returns
+        assert frame.shape == png.shape
+        assert np.mean(np.abs(frame.astype(np.float32) - png)) < 12.0  # lossy, same picture
+
+
+def test_drive_is_deterministic_and_replaces_itself(drive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    generate_sequence(out, workers=2, progress=False, **{**DRIVE, "num_frames": 5})
+    generate_sequence(out, workers=2, progress=False, **DRIVE)  # a shorter drive replaces it
+    assert not drive_frame_path(out, 4).exists()
+    for k in range(4):
+        assert drive_frame_path(out, k).read_bytes() == drive_frame_path(drive, k).read_bytes()
+    other = tmp_path / "other"
+    generate_sequence(other, workers=1, progress=False, **{**DRIVE, "seed": 3})
+    assert drive_frame_path(other, 0).read_bytes() != drive_frame_path(drive, 0).read_bytes()
+
+
+def test_drive_bad_values_name_their_flag(tmp_path: Path) -> None:
+    small = dict(height=64, width=128, workers=1, progress=False)
+    with pytest.raises(UserError, match="--sequence must be from 2 to 1000"):
+        generate_sequence(tmp_path / "a", 1, **small)
+    with pytest.raises(UserError, match="--sequence must be from 2 to 1000"):
+        generate_sequence(tmp_path / "a", 1001, **small)
+    with pytest.raises(UserError, match="--mp4 must name a .mp4 file"):
+        generate_sequence(tmp_path / "a", 2, mp4=tmp_path / "drive.avi", **small)
+    with pytest.raises(UserError, match="--mp4 needs an even --height and --width"):
+        generate_sequence(tmp_path / "a", 2, 65, 128, mp4=tmp_path / "d.mp4", workers=1)
+    with pytest.raises(UserError, match="--fps"):
+        generate_sequence(tmp_path / "a", 2, mp4=tmp_path / "d.mp4", fps=0.0, **small)
+    with pytest.raises(UserError, match="--ego_speed"):
+        generate_sequence(tmp_path / "a", 2, ego_speed=9.0, **small)
+    generate_dataset(tmp_path / "dataset", 1, 0, 48, 96, workers=1, flow=False, progress=False)
+    with pytest.raises(UserError, match="holds no synthetic_sequence.json"):
+        generate_sequence(tmp_path / "dataset", 2, **small)
+    out = str(tmp_path / "b")
+    with pytest.raises(UserError, match="--num_train, --flow_method: dataset flags"):
+        main(["--out", out, "--sequence", "3", "--num_train", "5", "--flow_method", "dis"])
+    with pytest.raises(UserError, match="--mp4 and --fps need --sequence"):
+        main(["--out", out, "--mp4", str(tmp_path / "d.mp4")])
+    with pytest.raises(UserError, match="--fps sets the --mp4 video's frame rate"):
+        main(["--out", out, "--sequence", "3", "--fps", "10"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cli_sequence_writes_a_drive_and_bad_count_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "data_tools.synthetic", "--out", str(tmp_path / "d")]
+    size = ["--height", "48", "--width", "96", "--workers", "1"]
+    result = subprocess.run(
+        [*command, "--sequence", "3", *size, "--mp4", str(tmp_path / "d.mp4")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wrote 3 frames of one drive" in result.stdout
+    assert cv2.VideoCapture(str(tmp_path / "d.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
+    result = subprocess.run(
+        [*command, "--sequence", "0", *size],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --sequence must be from 2 to 1000 frames, got 0")

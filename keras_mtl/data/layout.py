@@ -25,6 +25,14 @@ RGB_SUFFIX = "_leftImg8bit.png"
 SEQUENCE_DIR = "leftImg8bit_sequence"
 PREVIOUS_DIR = "leftImg8bit_previous"
 FLOW_DIR = "leftImg8bit_flow_farneback_confidence"
+# Flow folder of each method of `data_tools.flow --method` (the flow file format is the same).
+# FLOW_DIR above is the folder training reads by default; data_tools' default method follows it.
+FLOW_DIRS = {
+    "farneback": "leftImg8bit_flow_farneback_confidence",
+    "dis": "leftImg8bit_flow_dis_confidence",
+}
+# Written by data_tools.flow in the flow folder: the method and parameters of its flow.
+FLOW_METHOD_FILE = "flow_method.json"
 FLOW_OFFSET = 128.0  # flow PNGs store u + 128, v + 128 (and a confidence)
 GT_DIR = "gtFine"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
@@ -37,6 +45,25 @@ CAMERA_SUFFIX = "_camera.json"
 # Depth from disparity: depth = fx * baseline / ((p - 1) / 256), clipped to this range (metres).
 MIN_DEPTH = 1.0
 MAX_DEPTH = 255.0
+
+
+def flow_dir_for(method: str) -> str:
+    """The flow folder name of a flow method (`data_tools.flow --method`).
+
+    Args:
+        method: "farneback" or "dis".
+
+    Raises:
+        UserError: unknown method, naming the known ones.
+
+    Example:
+        >>> flow_dir_for("dis")
+        'leftImg8bit_flow_dis_confidence'
+    """
+    if method not in FLOW_DIRS:
+        raise UserError(f"unknown flow method {method!r}; known: {', '.join(FLOW_DIRS)}")
+    return FLOW_DIRS[method]
+
 
 # ---------------------------------------------------------------------------------------------
 # Discovery and validation.
