@@ -249,6 +249,7 @@ def ensure_dataset(spec: DatasetSpec, data_path: Path, workers: int | None) -> d
         UserError: `data_path` holds a synthetic dataset made with other settings.
     """
     from data_tools.synthetic import MANIFEST, generate_dataset, make_difficulty
+    from keras_mtl.data.layout import FLOW_DIR
 
     wanted = {
         "height": spec.height,
@@ -256,6 +257,8 @@ def ensure_dataset(spec: DatasetSpec, data_path: Path, workers: int | None) -> d
         "seed": spec.seed,
         "difficulty": dataclasses.asdict(make_difficulty(**spec.difficulty)),
         "splits": {"train": spec.num_train, "val": spec.num_val},
+        # The flow training reads by default (datasets made with another method lack its folder).
+        "flow_dir": FLOW_DIR,
     }
     manifest_path = data_path / MANIFEST
     if manifest_path.is_file():

@@ -24,7 +24,8 @@ RGB_SUFFIX = "_leftImg8bit.png"
 # flat alternative holding the previous frame under the current frame's own stem.
 SEQUENCE_DIR = "leftImg8bit_sequence"
 PREVIOUS_DIR = "leftImg8bit_previous"
-FLOW_DIR = "leftImg8bit_flow_farneback_confidence"
+# DIS by default: a tenth of Farneback's end-point error on a real pair (docs/data.md).
+FLOW_DIR = "leftImg8bit_flow_dis_confidence"
 # Flow folder of each method of `data_tools.flow --method` (the flow file format is the same).
 # FLOW_DIR above is the folder training reads by default; data_tools' default method follows it.
 FLOW_DIRS = {
