@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--depth_scale", type=float, help="metres per unit of the linear depth head (default 1)")
     add("--depth_head", choices=("log", "linear"), help="log (default, positive) or linear")
     add("--depth_init", type=float, help="log head's initial metres (default: train median)")
+    add(
+        "--augment_zoom",
+        choices=("isotropic", "original"),
+        help="isotropic (default: depth divided by the zoom) or original (the seed's)",
+    )
     add("--depth_loss", choices=("log_l1", "silog", "smooth_l1"), help="default log_l1")
     add("--semantic_classes", type=int, choices=(5, 19))
     add("--task_weights", nargs=3, type=float, metavar=("DEPTH", "SEMANTIC", "MOTION"))

@@ -1,6 +1,7 @@
-"""Depth head and loss ablation on the cpu preset of `reproduce_table.py`.
+"""Depth head, loss and zoom-augmentation ablation on the cpu preset of `reproduce_table.py`.
 
-For each candidate `HEAD:LOSS` (e.g. `linear:smooth_l1`, the original system; `log:log_l1`),
+For each candidate `HEAD:LOSS:ZOOM` (e.g. `linear:smooth_l1:original`, the original system;
+`log:log_l1:isotropic`; ZOOM is the augmentation's zoom, `keras_mtl.data.augment.ZOOM_MODES`),
 trains the single-task depth network and the vanilla multi-task network for each seed with the
 preset's budget, and reports, per candidate: depth ARD% (single-task and vanilla), semantic and
 motion mIoU of vanilla, each task's share of the vanilla total training loss in the last epoch,
@@ -10,8 +11,8 @@ candidate. Runs go through `reproduce_table.run_all` (fresh processes, resumable
 Usage:
 
 ```
-python benchmarks/depth_ablation.py --candidates linear:smooth_l1 log:log_l1 log:silog \
-    --seeds 0 1 2 --jobs 2 --threads 1
+python benchmarks/depth_ablation.py --candidates linear:smooth_l1:original \
+    log:log_l1:original log:silog:original log:log_l1:isotropic --seeds 0 1 2 --jobs 2 --threads 1
 ```
 
 Writes `--out_json` (default `docs/depth_ablation.json`) and prints a table.
@@ -34,6 +35,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from benchmarks import reproduce_table as table  # noqa: E402
 from data_tools import write_json_atomic  # noqa: E402
+from keras_mtl.data.augment import ZOOM_MODES  # noqa: E402
 from keras_mtl.errors import UserError, run_cli  # noqa: E402
 from keras_mtl.losses import DEPTH_LOSSES  # noqa: E402
 from keras_mtl.models import DEPTH_HEADS  # noqa: E402
@@ -43,15 +45,25 @@ ROWS = ("single_depth", "vanilla")
 METRICS = ("depth_ard_percent", "semantic_miou", "motion_miou")
 
 
-def parse_candidate(text: str) -> tuple[str, str]:
-    """`HEAD:LOSS` -> (head, loss); UserError naming `--candidates` otherwise."""
-    head, _, loss = text.partition(":")
-    if head not in DEPTH_HEADS or loss not in DEPTH_LOSSES:
+def parse_candidate(text: str) -> tuple[str, str, str]:
+    """`HEAD:LOSS:ZOOM` -> (head, loss, zoom); UserError naming `--candidates` otherwise."""
+    parts = text.split(":")
+    if (
+        len(parts) != 3
+        or parts[0] not in DEPTH_HEADS
+        or parts[1] not in DEPTH_LOSSES
+        or parts[2] not in ZOOM_MODES
+    ):
         raise UserError(
-            f"--candidates {text}: expected HEAD:LOSS with HEAD in {', '.join(DEPTH_HEADS)} "
-            f"and LOSS in {', '.join(DEPTH_LOSSES)}"
+            f"--candidates {text}: expected HEAD:LOSS:ZOOM with HEAD in {', '.join(DEPTH_HEADS)}, "
+            f"LOSS in {', '.join(DEPTH_LOSSES)} and ZOOM in {', '.join(ZOOM_MODES)}"
         )
-    return head, loss
+    return parts[0], parts[1], parts[2]
+
+
+def runs_dir_name(head: str, loss: str, zoom: str) -> str:
+    """Folder of a candidate's runs (the original zoom's runs predate the zoom option)."""
+    return f"{head}_{loss}" if zoom == "original" else f"{head}_{loss}_{zoom}"
 
 
 def candidate_specs(preset: table.Preset, seeds: Sequence[int], data_path: str) -> list[dict]:
@@ -112,7 +124,7 @@ def print_table(report: Mapping) -> None:
         return "-" if not stat else f"{stat['mean']:.1f} +- {stat['std']:.1f}"
 
     header = (
-        f"{'candidate':22s} {'single ARD%':>14s} {'vanilla ARD%':>14s} {'sem mIoU':>14s} "
+        f"{'candidate':30s} {'single ARD%':>14s} {'vanilla ARD%':>14s} {'sem mIoU':>14s} "
         f"{'mot mIoU':>14s}  depth share of vanilla loss"
     )
     print(header)
@@ -121,7 +133,7 @@ def print_table(report: Mapping) -> None:
         share = vanilla.get("loss_share", {}).get("depth") or {}
         share_text = f"{100 * share['mean']:.0f}%" if share.get("mean") is not None else "-"
         print(
-            f"{name:22s} {fmt(single.get('depth_ard_percent')):>14s} "
+            f"{name:30s} {fmt(single.get('depth_ard_percent')):>14s} "
             f"{fmt(vanilla.get('depth_ard_percent')):>14s} "
             f"{fmt(vanilla.get('semantic_miou')):>14s} "
             f"{fmt(vanilla.get('motion_miou')):>14s}  {share_text}"
@@ -147,8 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--candidates",
         nargs="+",
-        default=["linear:smooth_l1", "log:log_l1", "log:silog"],
-        help="HEAD:LOSS pairs; the first is the baseline of the paired comparisons",
+        default=[
+            "linear:smooth_l1:original",
+            "log:log_l1:original",
+            "log:silog:original",
+            "log:log_l1:isotropic",
+        ],
+        help="HEAD:LOSS:ZOOM triples; the first is the baseline of the paired comparisons",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
@@ -171,10 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     manifest = table.ensure_dataset(preset.dataset, data_path, None)
     # Seed-major over candidates: a partial ablation holds complete seeds.
     plans = []
-    for head, loss in candidates:
-        variant = dataclasses.replace(preset, depth_head=head, depth_loss=loss)
-        runs_dir = work_dir / "depth_ablation" / f"{head}_{loss}" / "runs"
-        plans.append(((head, loss), runs_dir, candidate_specs(variant, seeds, str(data_path))))
+    for head, loss, zoom in candidates:
+        variant = dataclasses.replace(preset, depth_head=head, depth_loss=loss, augment_zoom=zoom)
+        runs_dir = work_dir / "depth_ablation" / runs_dir_name(head, loss, zoom) / "runs"
+        plans.append(
+            ((head, loss, zoom), runs_dir, candidate_specs(variant, seeds, str(data_path)))
+        )
     for seed in seeds:
         for _, runs_dir, specs in plans:
             chosen = [s for s in specs if s["seed"] == seed]
@@ -191,19 +210,25 @@ def main(argv: list[str] | None = None) -> int:
         "candidates": {},
     }
     baseline = None
-    for (head, loss), runs_dir, specs in plans:
+    for (head, loss, zoom), runs_dir, specs in plans:
         results = []
         for spec in specs:
             path = runs_dir / spec["name"] / table.RESULT_NAME
             if table.has_result(runs_dir / spec["name"], spec):
                 results.append(json.loads(path.read_text()))
         rows = summarize(results)
-        entry = {"depth_head": head, "depth_loss": loss, "rows": rows, "runs": results}
+        entry = {
+            "depth_head": head,
+            "depth_loss": loss,
+            "augment_zoom": zoom,
+            "rows": rows,
+            "runs": results,
+        }
         if baseline is None:
             baseline = rows
         else:
             entry["paired_vs_baseline"] = paired(rows, baseline)
-        report["candidates"][f"{head}:{loss}"] = entry
+        report["candidates"][f"{head}:{loss}:{zoom}"] = entry
     write_json_atomic(Path(args.out_json), report)
     print_table(report)
     print(f"wrote {args.out_json}")

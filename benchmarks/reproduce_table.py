@@ -75,6 +75,8 @@ METHOD_LABELS = {
 }
 HEADLINE_METRICS: tuple[str, ...] = tuple(TASKS[t].metric for t in TASK_NAMES)
 RESULT_NAME = "result.json"
+# Options added after results were recorded, with the behaviour those results had.
+OVERRIDES_BEFORE_OPTIONS = {"augment_zoom": "original"}
 SPEC_NAME = "spec.json"
 LOG_NAME = "log.txt"
 MARK_BEGIN = "<!-- results:begin -->"
@@ -117,6 +119,7 @@ class Preset:
         depth_scale: metres per unit of the linear depth head (`keras_mtl.models.DEPTH_SCALE`).
         depth_head: `log` or `linear` (`keras_mtl.models.DEPTH_HEADS`).
         depth_loss: `log_l1`, `silog` or `smooth_l1` (`keras_mtl.losses.DEPTH_LOSSES`).
+        augment_zoom: `isotropic` or `original` (`keras_mtl.data.augment.ZOOM_MODES`).
         cache: keep decoded frames in memory.
         run_eagerly: no tf.function tracing (faster for a few steps: the tiny preset).
     """
@@ -134,6 +137,7 @@ class Preset:
     depth_scale: float = 1.0
     depth_head: str = "log"
     depth_loss: str = "log_l1"
+    augment_zoom: str = "isotropic"
     cache: bool = True
     run_eagerly: bool = False
 
@@ -230,6 +234,7 @@ def plan_runs(preset: Preset, methods: Sequence[str], seeds: Sequence[int], data
                             "depth_scale": preset.depth_scale,
                             "depth_head": preset.depth_head,
                             "depth_loss": preset.depth_loss,
+                            "augment_zoom": preset.augment_zoom,
                             "seed": int(seed),
                             "single_task": task,
                             "multi_task_type": "vanilla" if task else method,
@@ -346,7 +351,9 @@ def has_result(run_dir: Path, spec: Mapping) -> bool:
     if not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()).get("overrides") == dict(spec["overrides"])
+        stored = json.loads(path.read_text()).get("overrides")
+        # A result written before an option existed ran with that option's old behaviour.
+        return {**OVERRIDES_BEFORE_OPTIONS, **stored} == dict(spec["overrides"])
     except (OSError, ValueError):
         return False
 
@@ -762,6 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--depth_scale", type=float, help="metres per unit of the depth head")
     budget.add_argument("--depth_head", choices=("log", "linear"), help="depth head")
     budget.add_argument("--depth_loss", choices=("log_l1", "silog", "smooth_l1"), help="depth loss")
+    budget.add_argument("--augment_zoom", choices=("isotropic", "original"), help="zoom mode")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser
 
@@ -780,6 +788,7 @@ def resolve_preset(args: argparse.Namespace) -> tuple[Preset, dict]:
         "depth_scale",
         "depth_head",
         "depth_loss",
+        "augment_zoom",
     )
     for name in budget_flags:
         value = getattr(args, name)

@@ -35,6 +35,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     augment: bool = True
+    augment_zoom: str = "isotropic"  # "isotropic": depth-consistent zoom; "original": the seed's
     shuffle: bool = True  # shuffle the training split (off: reproducible order, e.g. tests)
     cache: bool = False  # cache decoded frames in memory (small datasets)
 
@@ -126,7 +127,11 @@ FIXED_ON_RESUME: tuple[str, ...] = (
 )
 
 # Fields whose default changed: a saved run config that predates a field trained with this value.
-LEGACY_VALUES: dict[str, Any] = {"depth_head": "linear", "depth_loss": "smooth_l1"}
+LEGACY_VALUES: dict[str, Any] = {
+    "depth_head": "linear",
+    "depth_loss": "smooth_l1",
+    "augment_zoom": "original",
+}
 
 
 def field_section(name: str) -> str:

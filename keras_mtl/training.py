@@ -1150,7 +1150,11 @@ def build_datasets(config: Config) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         seed=train.seed,
         cache=data.cache,
     )
-    train_options = {"shuffle": data.shuffle, "augment_data": data.augment}
+    train_options = {
+        "shuffle": data.shuffle,
+        "augment_data": data.augment,
+        "zoom": data.augment_zoom,
+    }
     train_ds = make_dataset(
         data.data_path, data.train_split, training=True, repeat=False, **train_options, **common
     )

@@ -126,12 +126,18 @@ def test_training_augmentation_shapes_values_and_seed() -> None:
     for key, value in outputs[0].items():
         np.testing.assert_array_equal(value, again[key])
     original = _np(example)
-    for out in outputs:
+    for seed, out in enumerate(outputs):
         assert out["rgb"].shape == (8, 16, 3) and out["flow"].shape == (8, 16, 3)
         assert out["semantic"].shape == (8, 16, 1) and out["semantic"].dtype == np.int32
-        # Nearest resampling never invents values: only originals and the fill values.
+        # Nearest resampling never invents values: only originals and the fill values (depth
+        # divided by the zoom, see test_isotropic_zoom_divides_depth_by_the_magnification).
         assert set(np.unique(out["semantic"])) <= set(np.unique(original["semantic"])) | {255}
-        assert set(np.unique(out["depth"])) <= set(np.unique(original["depth"])) | {0.0}
+        params = augment.draw_training_params(
+            tf.constant([seed, 0], tf.int64), tf.constant([12, 20]), (8, 16)
+        )
+        unzoomed = out["depth"] / np.float32(params["depth_factor"])
+        expected = set(np.unique(original["depth"])) | {0.0}
+        assert all(np.isclose(v, list(expected), rtol=1e-5).any() for v in np.unique(unzoomed))
         assert set(np.unique(out["motion"])) <= {0, 1, 255}
     distinct = {out["rgb"].tobytes() for out in outputs}
     assert len(distinct) > 6  # different seeds give different augmentations
@@ -200,8 +206,10 @@ def test_composed_augmentation_equals_the_steps(seed: int) -> None:
     img_resize = (16, 24)
     example = _ramp_example(24, 40, seed)
     seed_tensor = tf.constant([seed, 7], tf.int64)
-    params = augment.draw_training_params(seed_tensor, tf.constant([24, 40]), img_resize)
-    composed = _np(augment.augment_for_training(example, img_resize, seed_tensor))
+    params = augment.draw_training_params(
+        seed_tensor, tf.constant([24, 40]), img_resize, zoom="original"
+    )
+    composed = _np(augment.augment_for_training(example, img_resize, seed_tensor, "original"))
     steps = _sequential(example, params, img_resize)
     valid = steps["semantic"][..., 0] != 255  # pixels that came from inside the frame
     interior = np.zeros_like(valid)
@@ -222,8 +230,10 @@ def test_composed_augmentation_resizes_other_sizes_to_the_flow_first() -> None:
     example = _ramp_example(24, 40, 0)
     example["rgb"] = tf.image.resize(example["rgb"], (48, 80))  # rgb at twice the flow's size
     seed_tensor = tf.constant([3, 1], tf.int64)
-    params = augment.draw_training_params(seed_tensor, tf.constant([24, 40]), (16, 24))
-    composed = _np(augment.augment_for_training(example, (16, 24), seed_tensor))
+    params = augment.draw_training_params(
+        seed_tensor, tf.constant([24, 40]), (16, 24), zoom="original"
+    )
+    composed = _np(augment.augment_for_training(example, (16, 24), seed_tensor, "original"))
     steps = _sequential(example, params, (16, 24))
     inside = steps["semantic"][2:-2, 2:-2, 0] != 255
     np.testing.assert_allclose(
@@ -265,3 +275,31 @@ def test_warp_affine_equals_the_tensorflow_op(bilinear: bool) -> None:
     else:
         # Nearest neighbour may round a sample lying exactly between two pixels either way.
         assert np.mean(warped.numpy() == reference.numpy()) > 0.999
+
+
+def test_isotropic_zoom_divides_depth_by_the_magnification() -> None:
+    # A zoomed frame looks like one taken with a longer focal length: everything `s` times
+    # closer. The depth targets follow, so no frame teaches two depths for one picture.
+    example = _ramp_example(24, 40, 0)
+    example["depth"] = tf.fill((24, 40, 1), 20.0)
+    example["depth"] = tf.tensor_scatter_nd_update(example["depth"], [[0, 0, 0]], [0.0])
+    zoomed_seen = 0
+    for seed in range(12):
+        seed_tensor = tf.constant([seed, 3], tf.int64)
+        params = augment.draw_training_params(seed_tensor, tf.constant([24, 40]), (16, 24))
+        scaled = params["scaled_size"].numpy()
+        magnification = scaled / np.array([16, 24])
+        assert abs(magnification[0] - magnification[1]) < 0.07  # one factor, up to rounding
+        out = _np(augment.augment_for_training(example, (16, 24), seed_tensor))
+        depth = out["depth"][..., 0]
+        valid = depth > 0
+        expected = 20.0 * float(params["depth_factor"])
+        np.testing.assert_allclose(depth[valid], expected, rtol=1e-6)
+        assert expected == pytest.approx(20.0 / magnification.mean(), rel=1e-5)
+        zoomed_seen += int(magnification.mean() > 1.01)
+        # The seed's mode keeps depth and draws the two factors independently.
+        original = _np(augment.augment_for_training(example, (16, 24), seed_tensor, "original"))
+        assert set(np.unique(original["depth"])) <= {0.0, 20.0}
+    assert zoomed_seen >= 3
+    with pytest.raises(ValueError, match="zoom"):
+        augment.augment_for_training(example, (16, 24), tf.constant([0, 0], tf.int64), "wide")

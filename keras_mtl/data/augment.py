@@ -17,10 +17,18 @@ that no invalid (0) pixel is blended into a valid one.
 
 Training augmentation follows the original system: resize everything to the flow's size; rotate
 by U(-5, 5) degrees with p = 0.5; with p = 0.5 resize to `img_resize` scaled by U(1, 2)
-independently in height and width and crop `img_resize` at a random place, otherwise resize to
-`img_resize`; mirror horizontally with p = 0.5. The scale factors are relative to `img_resize`
-(the crop then covers 1/2..1 of the frame in each direction), which is what zoom augmentation
-needs; relative to the 1024x2048 native size a 384x768 crop would cover a fifth of the frame.
+and crop `img_resize` at a random place, otherwise resize to `img_resize`; mirror horizontally
+with p = 0.5. The scale factors are relative to `img_resize` (the crop then covers 1/2..1 of
+the frame in each direction), which is what zoom augmentation needs; relative to the 1024x2048
+native size a 384x768 crop would cover a fifth of the frame.
+
+Zoom and depth (`zoom`): magnifying a frame by `s` is what a camera with an `s` times longer
+focal length sees, where everything looks `s` times closer. The original system zoomed height
+and width independently and kept the depth targets, so half of its training frames taught the
+depth head that the same picture lies at up to twice another depth. `zoom="isotropic"` (the
+default) draws one factor for both axes and divides the depth targets by it, which keeps every
+training frame a valid pinhole image with consistent depth; `zoom="original"` is the original
+system's (for reproducing it).
 
 `resize`, `rotate`, `scale_crop` and `flip_horizontal` are the single steps. The training
 augmentation composes its steps into one affine map (`training_warp_matrices`) and samples every
@@ -53,6 +61,9 @@ ROTATION_PROBABILITY = 0.5
 SCALE_CROP_PROBABILITY = 0.5
 SCALE_RANGE = (1.0, 2.0)
 FLIP_PROBABILITY = 0.5
+# "isotropic": one zoom factor, depth targets divided by it; "original": the original system's
+# independent factors per axis, depth unchanged (see the module docstring).
+ZOOM_MODES: tuple[str, ...] = ("isotropic", "original")
 
 # key -> (bilinear?, fill value outside the image)
 _RESAMPLING: dict[str, tuple[bool, float]] = {
@@ -209,8 +220,15 @@ def _with_static_size(example: dict[str, tf.Tensor], size: tuple[int, int]) -> d
     return out
 
 
+def check_zoom(zoom: str) -> str:
+    """Returns `zoom`; ValueError unless it is one of `ZOOM_MODES`."""
+    if zoom not in ZOOM_MODES:
+        raise ValueError(f"unknown zoom mode {zoom!r}; choose one of {', '.join(ZOOM_MODES)}")
+    return zoom
+
+
 def draw_training_params(
-    seed: tf.Tensor, source_size: tf.Tensor, img_resize: tuple[int, int]
+    seed: tf.Tensor, source_size: tf.Tensor, img_resize: tuple[int, int], zoom: str = "isotropic"
 ) -> dict[str, tf.Tensor]:
     """Draws the random choices of one training augmentation.
 
@@ -218,12 +236,16 @@ def draw_training_params(
         seed: int tensor of shape [2]; the same seed gives the same choices.
         source_size: (H, W) of the frame after "resize everything to the flow's size".
         img_resize: (h, w) of the output.
+        zoom: `isotropic` (one factor, depth divided by it) or `original` (one factor per
+            axis, depth unchanged).
 
     Returns:
         dict with `angle` (radians, 0 when not rotated), `scaled_size` (H', W': the frame size
-        before cropping; `img_resize` when not zooming), `offset` (top, left of the crop) and
-        `flip` (bool).
+        before cropping; `img_resize` when not zooming), `offset` (top, left of the crop),
+        `flip` (bool) and `depth_factor` (what depth targets are multiplied by: 1 / zoom for
+        an isotropic zoom, else 1).
     """
+    check_zoom(zoom)
     height, width = int(img_resize[0]), int(img_resize[1])
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=8)
 
@@ -234,10 +256,16 @@ def draw_training_params(
     rotated = draw(0) < ROTATION_PROBABILITY
     angle = tf.where(rotated, draw(1, -ROTATION_DEGREES, ROTATION_DEGREES) * (math.pi / 180.0), 0.0)
     zoomed = draw(2) < SCALE_CROP_PROBABILITY
-    zoom = tf.stack([draw(3, *SCALE_RANGE), draw(4, *SCALE_RANGE)])
+    if zoom == "isotropic":
+        factors = tf.stack([draw(3, *SCALE_RANGE)] * 2)
+    else:
+        factors = tf.stack([draw(3, *SCALE_RANGE), draw(4, *SCALE_RANGE)])
     output = tf.constant([height, width], tf.int32)
-    scaled = tf.cast(tf.round(tf.cast(output, tf.float32) * zoom), tf.int32)
+    scaled = tf.cast(tf.round(tf.cast(output, tf.float32) * factors), tf.int32)
     scaled = tf.where(zoomed, tf.maximum(scaled, output), output)
+    # The magnification actually applied (after rounding), the same on both axes up to a pixel.
+    applied = tf.reduce_mean(tf.cast(scaled, tf.float32) / tf.cast(output, tf.float32))
+    depth_factor = 1.0 / applied if zoom == "isotropic" else tf.constant(1.0)
     room = tf.cast(scaled - output + 1, tf.float32)
     offset = tf.minimum(tf.cast(tf.stack([draw(5), draw(6)]) * room, tf.int32), scaled - output)
     return {
@@ -245,6 +273,7 @@ def draw_training_params(
         "scaled_size": scaled,
         "offset": offset,
         "flip": draw(7) < FLIP_PROBABILITY,
+        "depth_factor": depth_factor,
     }
 
 
@@ -365,12 +394,13 @@ def warp(
     source_size: tf.Tensor,
     vector_map: tf.Tensor,
     output_size: tuple[int, int],
+    depth_factor: tf.Tensor | float = 1.0,
 ) -> dict[str, tf.Tensor]:
     """Samples every entry once at `output_size` through an affine map of the source grid.
 
     Entries whose native size differs from `source_size` are addressed through the half-pixel
     resize between the two grids (so "resize to the flow's size" costs nothing extra).
-    Flow vectors are multiplied by `vector_map`.
+    Flow vectors are multiplied by `vector_map`, depth (0 = invalid stays 0) by `depth_factor`.
     """
     source = tf.cast(source_size, tf.float32)
     out = dict(example)
@@ -392,29 +422,39 @@ def warp(
         if key == "flow":
             vectors = tf.einsum("ij,hwj->hwi", vector_map, warped[..., :2])
             warped = tf.concat([vectors, warped[..., 2:]], axis=-1)
+        elif key == "depth":
+            warped = warped * tf.cast(depth_factor, warped.dtype)
         out[key] = tf.ensure_shape(warped, (output_size[0], output_size[1], image.shape[-1]))
     return out
 
 
 def augment_for_training(
-    example: dict[str, tf.Tensor], img_resize: tuple[int, int], seed: tf.Tensor
+    example: dict[str, tf.Tensor],
+    img_resize: tuple[int, int],
+    seed: tf.Tensor,
+    zoom: str = "isotropic",
 ) -> dict[str, tf.Tensor]:
-    """The original system's training augmentation; every entry comes out at `img_resize`.
+    """The training augmentation; every entry comes out at `img_resize`.
 
     Equivalent to `resize` to the flow's size, `rotate`, `scale_crop` (or `resize`) and
-    `flip_horizontal` applied in turn with the choices of `draw_training_params`, but computed
-    as one sampling per tensor at the output size.
+    `flip_horizontal` applied in turn with the choices of `draw_training_params` (and depth
+    multiplied by its `depth_factor`), but computed as one sampling per tensor at the output
+    size.
 
     Args:
         example: decoded frame (module table); entries may have different native sizes.
         img_resize: (H, W) of the output.
         seed: int32/int64 tensor of shape [2]; the same seed gives the same augmentation.
+        zoom: `isotropic` (default: depth-consistent zoom) or `original` (see the module
+            docstring).
     """
     img_resize = (int(img_resize[0]), int(img_resize[1]))
     source_size = tf.shape(example["flow"])[:2]
-    params = draw_training_params(seed, source_size, img_resize)
+    params = draw_training_params(seed, source_size, img_resize, zoom)
     output_to_source, vector_map = training_warp_matrices(params, source_size, img_resize)
-    return warp(example, output_to_source, source_size, vector_map, img_resize)
+    return warp(
+        example, output_to_source, source_size, vector_map, img_resize, params["depth_factor"]
+    )
 
 
 def resize_for_validation(

@@ -346,6 +346,7 @@ def make_dataset(
     cache: bool = False,
     drop_remainder: bool | None = None,
     augment_data: bool | None = None,
+    zoom: str = "isotropic",
 ) -> tf.data.Dataset:
     """The input pipeline of one split.
 
@@ -366,6 +367,8 @@ def make_dataset(
         drop_remainder: drop a last partial batch (default: `training`).
         augment_data: apply the training augmentation (default: `training`); without it
             everything is resized to `img_resize`.
+        zoom: the augmentation's zoom, `isotropic` (depth targets divided by the zoom) or
+            `original` (see `keras_mtl.data.augment`).
 
     Returns:
         `tf.data.Dataset` of `({"flow", "rgb"}, {"depth", "semantic", "motion"})`; see
@@ -383,6 +386,10 @@ def make_dataset(
     repeat = False if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
     augment_data = training if augment_data is None else augment_data
+    try:
+        augment.check_zoom(zoom)
+    except ValueError as error:
+        raise UserError(f"--augment_zoom: {error}") from None
 
     stems, columns = frame_records(data_path, split, semantic_classes, flow_dir)
     if drop_remainder and not repeat and len(stems) < batch_size:
@@ -414,7 +421,9 @@ def make_dataset(
 
         def prepare(record, random):
             element_seed = tf.stack([random, tf.constant(seed, tf.int64)])
-            example = augment.augment_for_training(to_example(record), img_resize, element_seed)
+            example = augment.augment_for_training(
+                to_example(record), img_resize, element_seed, zoom
+            )
             return _to_model_io(example)
 
     else:
