@@ -245,6 +245,28 @@ def test_resize_inputs_matches_the_validation_pipeline():
     np.testing.assert_allclose(flow, expected["flow"].numpy() + offset, atol=1e-3)
 
 
+def test_frame_inputs_are_the_training_pipelines_inputs(tiny_dataset: Path):
+    # The dataset's flow was computed by data_tools.flow with the default method; recomputing
+    # it from the two frames and resizing both must give what the validation pipeline feeds.
+    from data_tools import read_png
+
+    size = (32, 64)  # the pipeline resizes the 64x128 frames, flow vectors halved
+    expected, _ = export_lib.load_frames(str(tiny_dataset), "val", size, 2, 5)
+    currents = sorted((tiny_dataset / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))
+    for current_path, pipeline in zip(currents, expected, strict=True):
+        city, seq, frame = current_path.name.split("_")[:3]
+        previous_name = f"{city}_{seq}_{int(frame) - 1:06d}_leftImg8bit.png"
+        previous_path = tiny_dataset / "leftImg8bit_sequence" / "val" / city / previous_name
+        flow, rgb = prediction.frame_inputs(
+            read_png(current_path, rgb=True),
+            read_png(previous_path, rgb=True),
+            DEFAULT_PARAMS,
+            size,
+        )
+        np.testing.assert_allclose(rgb, pipeline["rgb"][0], atol=1e-3)
+        np.testing.assert_allclose(flow, pipeline["flow"][0], atol=1e-3)
+
+
 def test_frame_inputs_without_previous_frame_is_zero_flow_and_confidence():
     frame = np.full((32, 48, 3), 77, np.uint8)
     flow, rgb = prediction.frame_inputs(frame, None, DISParams(), SIZE)
