@@ -1119,7 +1119,10 @@ class PredictionSummary:
         return self.frames_written / self.seconds if self.seconds > 0 else 0.0
 
 
-def _check_depth_range(depth_range: Sequence[float]) -> tuple[float, float]:
+def _check_settings(
+    depth_range: Sequence[float], batch_size: int, first_frame: str, fps: float | None
+) -> tuple[float, float]:
+    """Raises UserError, naming the flag, for an out-of-range setting; returns the depth range."""
     try:
         depth_range_to_inverse(depth_range)
     except (TypeError, ValueError):
@@ -1127,6 +1130,14 @@ def _check_depth_range(depth_range: Sequence[float]) -> tuple[float, float]:
             f"--depth_range {' '.join(map(str, depth_range))}: give NEAR FAR in metres with "
             "0 < NEAR < FAR"
         ) from None
+    if batch_size < 1:
+        raise UserError(f"--batch_size must be at least 1, got {batch_size}")
+    if first_frame not in FIRST_FRAME_CHOICES:
+        raise UserError(
+            f"--first_frame must be one of {', '.join(FIRST_FRAME_CHOICES)}, got {first_frame!r}"
+        )
+    if fps is not None and not (math.isfinite(fps) and 0 < fps <= 1000):
+        raise UserError(f"--fps must be in (0, 1000], got {fps}")
     return float(depth_range[0]), float(depth_range[1])
 
 
@@ -1170,24 +1181,16 @@ def predict_footage(
         A `PredictionSummary`.
 
     Raises:
-        UserError: bad `depth_range`, `batch_size` or `first_frame`, unreadable frames, or a
-            footage too short to predict anything.
+        UserError: bad `depth_range`, `batch_size`, `first_frame` or `fps`, unreadable
+            frames, or footage too short to predict anything.
 
     Example:
         >>> runner = load_runner("exported/model_fp32.tflite")
         >>> summary = predict_footage(open_frames(video="in.mp4"), runner, DISParams(),
         ...                           out="out.mp4")
     """
-    depth_range = _check_depth_range(depth_range)
-    if batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {batch_size}")
-    if first_frame not in FIRST_FRAME_CHOICES:
-        raise UserError(
-            f"--first_frame must be one of {', '.join(FIRST_FRAME_CHOICES)}, got {first_frame!r}"
-        )
-    fps = float(fps or source.fps or DEFAULT_FPS)
-    if not (math.isfinite(fps) and 0 < fps <= 1000):
-        raise UserError(f"--fps must be in (0, 1000], got {fps}")
+    depth_range = _check_settings(depth_range, batch_size, first_frame, fps)
+    fps = float(fps if fps is not None else source.fps or DEFAULT_FPS)
     out_dir = Path(out_dir) if out_dir is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -1317,13 +1320,7 @@ def run_prediction(
     """
     source = open_frames(video=video, images=images)
     check_output_paths(out, out_dir, overwrite=overwrite, inputs=[source.path])
-    _check_depth_range(depth_range)
-    if batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {batch_size}")
-    if first_frame not in FIRST_FRAME_CHOICES:
-        raise UserError(
-            f"--first_frame must be one of {', '.join(FIRST_FRAME_CHOICES)}, got {first_frame!r}"
-        )
+    _check_settings(depth_range, batch_size, first_frame, fps)
     if source.count == 1 and first_frame == "skip":
         raise UserError(
             f"{source.flag} {source.path}: one frame; predictions need two consecutive frames "

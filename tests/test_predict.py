@@ -422,6 +422,9 @@ def test_bad_outputs_are_refused_before_any_work(
     )
     assert code == 2
     assert_one_error_line(err, "--depth_range")
+    code, _, err = run_main([*base, "--out_dir", str(tmp_path / "x"), "--fps", "0"], capsys)
+    assert code == 2
+    assert_one_error_line(err, "--fps")
     code, _, err = run_main([*base, "--out", str(tmp_path / "o.mp4")], capsys)
     assert code == 2
     assert_one_error_line(err, "--model", "never_loaded.tflite", "no such file")
