@@ -51,40 +51,17 @@ from keras_mtl import losses as loss_lib
 from keras_mtl.config import RUN_CONFIG_NAME, Config, TrainConfig, WeightingConfig
 from keras_mtl.errors import UserError
 from keras_mtl.io import save_atomic, write_text_atomic
-from keras_mtl.tasks import TASK_NAMES, TASKS
+from keras_mtl.tasks import TASK_NAMES, TASKS, class_weights_for, metric_higher_is_better
 
 CHECKPOINT_NAME = "checkpoint.keras"
 BEST_MODEL_NAME = "model_best.keras"
 HISTORY_NAME = "history.csv"
 LOGS_DIR = "logs"
-VALIDATION_METRICS: tuple[str, ...] = (
-    "depth_ard_percent",
-    "depth_abs_rel",
-    "semantic_miou",
-    "motion_miou",
-)
+# The validation metrics of every epoch (`val_<name>` in history.csv), in task order.
+VALIDATION_METRICS: tuple[str, ...] = tuple(m for t in TASK_NAMES for m in TASKS[t].epoch_metrics)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def class_weights_for(task: str, semantic_classes: int, enabled: bool) -> tuple | None:
-    """The original's class weights of `task` when `enabled` (None for depth and 19 classes)."""
-    if not enabled:
-        return None
-    if task == "semantic" and semantic_classes == 5:
-        return loss_lib.SEMANTIC5_CLASS_WEIGHTS
-    if task == "motion":
-        return loss_lib.MOTION_CLASS_WEIGHTS
-    return None
-
-
-def metric_higher_is_better(metric: str) -> bool:
-    """Direction of a validation metric name (`motion_miou`, `depth_ard_percent`, `loss`...)."""
-    for task in TASKS.values():
-        if metric == task.metric:
-            return task.higher_is_better
-    return "miou" in metric
 
 
 def pivot_metric_of(train: TrainConfig) -> str:
@@ -480,20 +457,9 @@ class MultiTaskTrainer(keras.Model):
         self.views.heads = keras.Model(list(self.split.boundary), self.model.output, name="heads")
 
     def _make_validation_metrics(self) -> dict:
-        from keras_mtl.metrics import DepthAbsRel, DepthARD, MeanIoU
-        from keras_mtl.tasks import MOTION_CLASSES
+        from keras_mtl.metrics import task_metrics
 
-        metrics: dict[str, list] = {}
-        if "depth" in self.task_names:
-            metrics["depth"] = [
-                DepthARD(name="depth_ard_percent"),
-                DepthAbsRel(name="depth_abs_rel"),
-            ]
-        if "semantic" in self.task_names:
-            metrics["semantic"] = [MeanIoU(self.semantic_classes, name="semantic_miou")]
-        if "motion" in self.task_names:
-            metrics["motion"] = [MeanIoU(MOTION_CLASSES, name="motion_miou")]
-        return metrics
+        return task_metrics(self.semantic_classes, self.task_names, epoch_only=True)
 
     @property
     def metrics(self) -> list:
@@ -513,14 +479,14 @@ class MultiTaskTrainer(keras.Model):
 
     # ------------------------------------------------------------------ losses
 
-    def _loss_terms(self, task: str, y_true, y_pred) -> dict:
-        if TASKS[task].kind == "regression":
-            return loss_lib.depth_loss_terms(y_true, y_pred, self.depth_loss)
-        return loss_lib.cross_entropy_terms(y_true, y_pred, self.class_weights[task])
-
     def _task_losses(self, targets, outputs, replica_context) -> dict:
         """Per-task losses; under N replicas, each replica's share (mean = global loss)."""
-        terms = {t: self._loss_terms(t, targets[t], outputs[t]) for t in self.task_names}
+        terms = {
+            t: loss_lib.task_loss_terms(
+                t, targets[t], outputs[t], self.depth_loss, self.class_weights[t]
+            )
+            for t in self.task_names
+        }
         num_replicas = _num_replicas(replica_context)
         if num_replicas == 1:
             totals = {t: None for t in self.task_names}
@@ -528,17 +494,10 @@ class MultiTaskTrainer(keras.Model):
             totals = replica_context.all_reduce(
                 tf.distribute.ReduceOp.SUM, tf.nest.map_structure(tf.stop_gradient, terms)
             )
-        finished = {}
-        for task in self.task_names:
-            if TASKS[task].kind == "regression":
-                finished[task] = loss_lib.depth_loss_from_terms(
-                    terms[task], totals[task], num_replicas, kind=self.depth_loss
-                )
-            else:
-                finished[task] = loss_lib.cross_entropy_from_terms(
-                    terms[task], totals[task], num_replicas
-                )
-        return finished
+        return {
+            t: loss_lib.task_loss_from_terms(t, terms[t], totals[t], num_replicas, self.depth_loss)
+            for t in self.task_names
+        }
 
     # ------------------------------------------------------------------ train step
 
@@ -1005,6 +964,8 @@ class PredictionImages(keras.callbacks.Callback):
         self.writer = None
 
     def on_epoch_end(self, epoch, logs=None):
+        from keras_mtl.data.layout import FLOW_OFFSET
+        from keras_mtl.data.pipeline import denormalize_inputs
         from keras_mtl.metrics import resize_predictions
         from keras_mtl.visualize import prediction_grid
 
@@ -1018,12 +979,9 @@ class PredictionImages(keras.callbacks.Callback):
             size = truth[trainer.task_names[0]].shape[:2]
             resized = resize_predictions({t: outputs[t] for t in trainer.task_names}, size)
             prediction = {t: np.asarray(resized[t][index]) for t in trainer.task_names}
-            rgb = self.inputs.get("rgb")
-            rgb = None if rgb is None else np.clip(rgb[index] * 64.0 + 128.0, 0, 255)
-            flow = self.inputs.get("flow")
-            flow = None if flow is None else flow[index] * 64.0
-            if rgb is None:
-                rgb = np.full(size + (3,), 128, np.uint8)
+            flow, rgb = denormalize_inputs(self.inputs["flow"][index], self.inputs["rgb"][index])
+            rgb = np.clip(rgb, 0, 255)
+            flow = flow - np.array([FLOW_OFFSET, FLOW_OFFSET, 0.0], np.float32)  # u, v in pixels
             grids.append(
                 prediction_grid(
                     rgb.astype(np.uint8), flow, truth, prediction, self.semantic_classes
