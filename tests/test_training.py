@@ -164,7 +164,10 @@ def test_split_finds_trunk_boundary_of_real_model():
     assert producers == ["encoder.block17.project_bn", "fuse.project_bn"]
     covered = split.shared_variables + sum(split.task_variables.values(), [])
     assert sorted(id(v) for v in covered) == sorted(id(v) for v in model.trainable_variables)
-    assert all(v.path.startswith("depth_decoder") for v in split.task_variables["depth"])
+    # The depth decoder's layers and its output layer (the log head's learned offset).
+    assert all(
+        v.path.startswith(("depth_decoder", "depth/")) for v in split.task_variables["depth"]
+    )
     trainer = MultiTaskTrainer(model, "pseudo_grad_norm")
     assert split.boundary[trainer.features_index].name == (
         model.get_layer(SHARED_FEATURES_LAYER).output.name
@@ -206,7 +209,7 @@ def test_grad_norms_match_direct_gradients(method, initial_weights):
     with tf.GradientTape(persistent=True) as tape:
         outputs, features = view(inputs, training=True)
         task_losses = {
-            "depth": loss_lib.depth_loss(targets["depth"], outputs["depth"]),
+            "depth": loss_lib.depth_loss(targets["depth"], outputs["depth"], trainer.depth_loss),
             "semantic": loss_lib.cross_entropy_ignore(
                 targets["semantic"], outputs["semantic"], class_weights_for("semantic", 5, True)
             ),
