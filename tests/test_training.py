@@ -501,6 +501,30 @@ def test_history_and_resume_equal_uninterrupted_run(tmp_path):
     best = load_functional_model(tmp_path / "resumed" / "model_best.keras")
     assert sorted(best.output) == ["depth", "motion", "semantic"]
 
+    # The summary: per-class IoU of the last validation epoch, the files written, results.json.
+    run_dir = tmp_path / "resumed"
+    assert set(results) == {"final", "best", "epochs", "per_class_iou", "files"}
+    assert results["best"]["epoch"] in (1, 2)
+    per_class = results["per_class_iou"]
+    assert list(per_class["semantic"]) == ["road", "sky", "pedestrian", "vehicle", "background"]
+    assert list(per_class["motion"]) == ["static", "moving"]
+    for task in ("semantic", "motion"):
+        mean = np.mean(list(per_class[task].values()))
+        assert mean == pytest.approx(results["final"][f"{task}_miou"], abs=1e-3)
+    names = ["config.yaml", "checkpoint.keras", "model_best.keras", "history.csv", "logs"]
+    names += ["predictions.png", "results.json"]
+    assert results["files"] == [str(run_dir / name) for name in names]
+    assert json.loads((run_dir / "results.json").read_text()) == results
+    import tensorflow as tf
+
+    picture = tf.io.decode_png((run_dir / "predictions.png").read_bytes()).numpy()
+    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.std() > 0
+    # A resumed run with nothing left to train validates nothing: no per-class IoU.
+    again = run_training(
+        resumed, datasets=datasets, run_eagerly=True, verbose=0, model_fn=tiny_model
+    )
+    assert again["per_class_iou"] == {} and again["final"] == results["final"]
+
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     from keras_mtl.errors import UserError

@@ -47,12 +47,15 @@ from keras_mtl.training.trainer import VALIDATION_METRICS, LastValue, MultiTaskT
 # the checkpoint loader, which run.py may import) never pulls in run.py.
 _RUN_NAMES = (
     "LOGS_DIR",
+    "PREDICTIONS_NAME",
+    "RESULTS_NAME",
     "build_datasets",
     "build_model",
     "build_trainer",
     "describe_run",
     "load_functional_model",
     "load_trainer_state",
+    "per_class_iou",
     "pivot_metric_of",
     "resolve_depth_init",
     "run_training",

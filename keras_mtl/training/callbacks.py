@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from keras_mtl.data.layout import FLOW_OFFSET
 from keras_mtl.data.pipeline import denormalize_inputs
-from keras_mtl.io import save_atomic
+from keras_mtl.io import save_atomic, write_bytes_atomic
 from keras_mtl.metrics import resize_predictions
 from keras_mtl.tasks import metric_higher_is_better
 from keras_mtl.training.history import HISTORY_NAME, append_history_row
@@ -36,6 +36,7 @@ from keras_mtl.training.trainer import VALIDATION_METRICS, MultiTaskTrainer
 
 CHECKPOINT_NAME = "checkpoint.keras"
 BEST_MODEL_NAME = "model_best.keras"
+PICTURE_GUTTER = 8  # white pixels between the frames of a saved picture
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -189,6 +190,19 @@ def prediction_grids(
     return grids
 
 
+def write_prediction_picture(path: str | os.PathLike, grids: Sequence[np.ndarray]) -> None:
+    """Writes prediction grids side by side as one PNG, atomically."""
+    height = max(grid.shape[0] for grid in grids)
+    gutter = np.full((height, PICTURE_GUTTER, 3), 255, np.uint8)
+    columns = []
+    for grid in grids:
+        padded = np.full((height, grid.shape[1], 3), 255, np.uint8)
+        padded[: grid.shape[0]] = grid
+        columns += [padded, gutter]
+    picture = np.concatenate(columns[:-1], axis=1)
+    write_bytes_atomic(path, tf.io.encode_png(picture).numpy())
+
+
 class PredictionImages(keras.callbacks.Callback):
     """Writes prediction grids of a few validation frames to TensorBoard each epoch.
 
@@ -208,8 +222,12 @@ class PredictionImages(keras.callbacks.Callback):
         self.semantic_classes = semantic_classes
         self.writer = None
 
+    def grids(self, trainer: MultiTaskTrainer) -> list[np.ndarray]:
+        """The frames' prediction grids with `trainer`'s current weights."""
+        return prediction_grids(trainer, self.inputs, self.targets, self.semantic_classes)
+
     def on_epoch_end(self, epoch, logs=None):
-        grids = prediction_grids(self.model, self.inputs, self.targets, self.semantic_classes)
+        grids = self.grids(self.model)
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "images"))
         with self.writer.as_default():

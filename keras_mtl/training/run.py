@@ -2,13 +2,15 @@
 
 `run_training(config)` is what train.py runs. The run folder (`train.save_path`) receives
 `config.yaml`, then every epoch `history.csv`, `model_best.keras` and `checkpoint.keras`
-(`keras_mtl.training.callbacks.RunArtifacts`) and TensorBoard logs under `logs/`.
+(`keras_mtl.training.callbacks.RunArtifacts`) and TensorBoard logs under `logs/`, and at the
+end `predictions.png` (prediction grids of a few validation frames) and `results.json` (the
+returned summary).
 
 Example:
 
 ```python
 config = load_config("configs/synthetic.yaml", overrides={"epochs": 2})
-results = run_training(config)  # {"final", "best", "epochs"}
+results = run_training(config)  # {"final", "best", "epochs", "per_class_iou", "files"}
 ```
 """
 
@@ -25,8 +27,10 @@ import tensorflow as tf
 from keras_mtl.config import RUN_CONFIG_NAME, Config, TrainConfig
 from keras_mtl.data.pipeline import make_dataset, median_depth
 from keras_mtl.errors import UserError
+from keras_mtl.io import write_json_atomic
+from keras_mtl.metrics import MeanIoU
 from keras_mtl.models import build_multitask_model, build_single_task_model, load_pretrained
-from keras_mtl.tasks import TASK_NAMES, TASKS
+from keras_mtl.tasks import TASK_NAMES, TASKS, class_names
 from keras_mtl.training.callbacks import (
     BEST_MODEL_NAME,
     CHECKPOINT_NAME,
@@ -34,6 +38,7 @@ from keras_mtl.training.callbacks import (
     PredictionImages,
     RunArtifacts,
     WeightingEpochEnd,
+    write_prediction_picture,
 )
 from keras_mtl.training.history import HISTORY_NAME, summarize_history, truncate_history
 from keras_mtl.training.schedule import make_optimizer
@@ -41,6 +46,8 @@ from keras_mtl.training.strategy import select_strategy
 from keras_mtl.training.trainer import MultiTaskTrainer
 
 LOGS_DIR = "logs"
+PREDICTIONS_NAME = "predictions.png"
+RESULTS_NAME = "results.json"
 
 
 def pivot_metric_of(train: TrainConfig) -> str:
@@ -217,6 +224,19 @@ def describe_run(config: Config, strategy, trainer: MultiTaskTrainer) -> str:
     )
 
 
+def per_class_iou(trainer: MultiTaskTrainer) -> dict[str, dict[str, float]]:
+    """IoU of every class (percent) in the trainer's last validation pass, by task and class
+    name, for the tasks validated with a `MeanIoU` (semantic, motion)."""
+    results = {}
+    for task in trainer.task_names:
+        for metric in trainer.validation_metrics[task]:
+            if isinstance(metric, MeanIoU):
+                names = class_names(task, trainer.semantic_classes)
+                values = metric.per_class_iou().numpy()
+                results[task] = {n: float(v) for n, v in zip(names, values, strict=True)}
+    return results
+
+
 def run_training(
     config: Config,
     strategy: tf.distribute.Strategy | None = None,
@@ -236,8 +256,11 @@ def run_training(
         model_fn: model factory (see `build_trainer`).
 
     Returns:
-        `{"final": {...}, "best": {...}, "epochs": n}`: validation metrics of the last epoch and
-        of the best epoch by the pivot metric.
+        A plain dict, also written to `SAVE_PATH/results.json`: `final` and `best` (with its
+        `epoch`), the validation metrics of the last epoch and of the best epoch by the pivot
+        metric; `epochs`; `per_class_iou`, `{task: {class name: IoU %}}` of the last
+        validation epoch run by this call (semantic and motion; empty when it trained no
+        epoch); `files`, the paths of the run folder's outputs (`logs` is a folder).
 
     Raises:
         UserError: bad configuration, nothing to resume, or a NaN loss (naming the task).
@@ -281,8 +304,8 @@ def run_training(
         print(f"resuming from {checkpoint} after epoch {initial_epoch}", flush=True)
     else:
         save_path.mkdir(parents=True, exist_ok=True)
-        # A new run in an old folder: its history and best model must not outlive it.
-        for stale in (HISTORY_NAME, BEST_MODEL_NAME):
+        # A new run in an old folder: its history, best model and pictures must not outlive it.
+        for stale in (HISTORY_NAME, BEST_MODEL_NAME, PREDICTIONS_NAME, RESULTS_NAME):
             if (save_path / stale).exists():
                 (save_path / stale).unlink()
     config.save(save_path / RUN_CONFIG_NAME)
@@ -294,16 +317,17 @@ def run_training(
         RunArtifacts(save_path, pivot_metric, trainer.task_names, guard),
         keras.callbacks.TensorBoard(log_dir=str(save_path / LOGS_DIR), write_graph=False),
     ]
+    pictures = None
     try:
         sample = next(iter(val_ds.take(1)))
         sample = tf.nest.map_structure(lambda x: x.numpy(), sample)
-        callbacks.append(
-            PredictionImages(save_path / LOGS_DIR, sample, config.data.semantic_classes)
-        )
+        pictures = PredictionImages(save_path / LOGS_DIR, sample, config.data.semantic_classes)
+        callbacks.append(pictures)
     except StopIteration:  # an empty validation split: no pictures
         pass
+    validated = False
     if initial_epoch < train.epochs:
-        trainer.fit(
+        history = trainer.fit(
             train_ds,
             validation_data=val_ds,
             epochs=train.epochs,
@@ -314,9 +338,23 @@ def run_training(
             verbose=verbose,
             shuffle=False,  # the dataset shuffles itself
         )
+        validated = any(key.startswith("val_") for key in history.history)
     if guard.failure:
         raise UserError(
             f"training stopped: {guard.failure}; the last good checkpoint is {checkpoint} "
             "(lower --lr or check the data, then --resume)"
         )
-    return summarize_history(save_path / HISTORY_NAME, pivot_metric)
+
+    if pictures is not None:
+        write_prediction_picture(save_path / PREDICTIONS_NAME, pictures.grids(trainer))
+    summary = summarize_history(save_path / HISTORY_NAME, pivot_metric)
+    summary["per_class_iou"] = per_class_iou(trainer) if validated else {}
+    outputs = (RUN_CONFIG_NAME, CHECKPOINT_NAME, BEST_MODEL_NAME, HISTORY_NAME, LOGS_DIR)
+    outputs += (PREDICTIONS_NAME, RESULTS_NAME)
+    summary["files"] = [
+        str(save_path / name)
+        for name in outputs
+        if name == RESULTS_NAME or (save_path / name).exists()
+    ]
+    write_json_atomic(save_path / RESULTS_NAME, summary)
+    return summary
