@@ -166,6 +166,10 @@ class MultiTaskNet(keras.Model):
             median depth, see `keras_mtl.data.median_depth`).
         **kwargs: `name`, `trainable`.
 
+    Attributes:
+        shared_trunk: where the shared trunk hands off to the task heads (`SharedTrunk`:
+            the stride-4 fused features and the stride-16 encoder features).
+
     Example:
 
     ```python

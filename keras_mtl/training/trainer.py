@@ -186,8 +186,8 @@ class MultiTaskTrainer(keras.Model):
     def metrics(self) -> list:
         tracked = [self.loss_tracker, *self.task_loss_trackers.values()]
         tracked += list(self.weight_trackers.values())
-        for task_metrics_ in self.validation_metrics.values():
-            tracked += task_metrics_
+        for validation in self.validation_metrics.values():
+            tracked += validation
         return tracked
 
     def call(self, inputs, training: bool = False):
@@ -260,8 +260,8 @@ class MultiTaskTrainer(keras.Model):
             for task in self.task_names:
                 logs[f"weight_{task}"] = self.weight_trackers[task].result()
             return logs
-        for task_metrics_ in self.validation_metrics.values():
-            for metric in task_metrics_:
+        for validation in self.validation_metrics.values():
+            for metric in validation:
                 logs[metric.name] = metric.result()
         return logs
 
