@@ -60,18 +60,13 @@ if str(REPO_ROOT) not in sys.path:
 from data_tools import write_bytes_atomic, write_json_atomic  # noqa: E402
 from keras_mtl.errors import UserError, run_cli  # noqa: E402
 from keras_mtl.tasks import TASK_NAMES, TASKS  # noqa: E402
-from keras_mtl.weighting import WEIGHTING_NAMES  # noqa: E402
+from keras_mtl.weighting import WEIGHTING_NAMES, WEIGHTINGS  # noqa: E402
 
 METHODS: tuple[str, ...] = WEIGHTING_NAMES  # table rows after single-task, in registry order
 SINGLE_TASK_ROW = "single_task"
 METHOD_LABELS = {
     SINGLE_TASK_ROW: "Single-task (3 networks)",
-    "vanilla": "Vanilla (equal weights)",
-    "grad_norm": "GradNorm (Chen et al.)",
-    "pseudo_grad_norm": "Pseudo-GradNorm (TI, seed's row)",
-    "uncertainty": "Uncertainty (Kendall et al.)",
-    "dwa": "DWA (Liu et al.)",
-    "pcgrad": "PCGrad (Yu et al.)",
+    **{name: method.info.label for name, method in WEIGHTINGS.items()},
 }
 HEADLINE_METRICS: tuple[str, ...] = tuple(TASKS[t].metric for t in TASK_NAMES)
 RESULT_NAME = "result.json"

@@ -31,7 +31,8 @@ Example:
 ```python
 loss = depth_loss(depth_true, model_outputs["depth"])
 loss = depth_loss(depth_true, model_outputs["depth"], kind="log_l1")
-loss = cross_entropy_ignore(semantic_true, model_outputs["semantic"], SEMANTIC_CLASS_WEIGHTS)
+loss = cross_entropy_ignore(semantic_true, model_outputs["semantic"], SEMANTIC5_CLASS_WEIGHTS)
+terms = task_loss_terms("motion", motion_true, model_outputs["motion"])  # as the trainer does
 ```
 """
 
@@ -41,7 +42,7 @@ from collections.abc import Sequence
 
 from keras import ops
 
-from keras_mtl.tasks import IGNORE_INDEX
+from keras_mtl.tasks import IGNORE_INDEX, TASKS
 
 DEPTH_LOSSES: tuple[str, ...] = ("smooth_l1", "log_l1", "silog")
 MIN_DEPTH = 1e-3  # metres; predictions are clamped here before a log
@@ -49,11 +50,6 @@ SILOG_LAMBDA = 0.5  # Eigen et al. 2014, eq. 4 with lambda = 0.5 (their training
 CHARBONNIER_ALPHA = 0.45
 CHARBONNIER_EPS = 1e-3
 SMOOTH_L1_BETA = 1.0
-
-# The original system's class weights (5-class semantic: road, sky, pedestrian, vehicle,
-# background; motion: static, moving). No weights were published for 19 classes.
-SEMANTIC5_CLASS_WEIGHTS: tuple[float, ...] = (0.2257, 1.8994, 5.2403, 1.0, 0.1352)
-MOTION_CLASS_WEIGHTS: tuple[float, ...] = (0.05, 0.95)
 
 
 def charbonnier(x, alpha: float = CHARBONNIER_ALPHA, eps: float = CHARBONNIER_EPS):
@@ -303,3 +299,40 @@ def cross_entropy_ignore(y_true, logits, class_weights: Sequence[float] | None =
         float32 scalar; 0 when no pixel is valid.
     """
     return cross_entropy_from_terms(cross_entropy_terms(y_true, logits, class_weights))
+
+
+def task_loss_terms(
+    task: str,
+    y_true,
+    y_pred,
+    depth_loss: str = "smooth_l1",
+    class_weights: Sequence[float] | None = None,
+) -> dict:
+    """Additive statistics of the loss of `task` (`TASKS[task].loss`) over one batch.
+
+    Args:
+        task: a task name of `keras_mtl.tasks.TASKS`.
+        y_true: the task's targets.
+        y_pred: the task's predictions (metres, or logits).
+        depth_loss: which depth loss, one of `DEPTH_LOSSES` (tasks whose loss is `depth`).
+        class_weights: per-class weights (tasks whose loss is `cross_entropy`), or None.
+
+    Returns:
+        The statistics of `depth_loss_terms` or `cross_entropy_terms`.
+    """
+    if TASKS[task].loss == "depth":
+        return depth_loss_terms(y_true, y_pred, depth_loss)
+    return cross_entropy_terms(y_true, y_pred, class_weights)
+
+
+def task_loss_from_terms(
+    task: str,
+    terms: dict,
+    totals: dict | None = None,
+    num_replicas: int = 1,
+    depth_loss: str = "smooth_l1",
+):
+    """Finishes the loss of `task` from `task_loss_terms` (see `depth_loss_from_terms`)."""
+    if TASKS[task].loss == "depth":
+        return depth_loss_from_terms(terms, totals, num_replicas, kind=depth_loss)
+    return cross_entropy_from_terms(terms, totals, num_replicas)

@@ -37,7 +37,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_mtl.tasks import IGNORE_INDEX, MOTION_CLASSES, TASK_NAMES, TASKS
+from keras_mtl.tasks import IGNORE_INDEX, TASK_NAMES, TASKS, num_channels
 
 DELTA_M_CONVENTION = (
     "Delta_m = mean over tasks of the relative change vs the single-task models, in %; "
@@ -421,19 +421,50 @@ class MeanIoU(keras.metrics.Metric):
         }
 
 
-def task_metrics(semantic_classes: int = 5) -> dict[str, list[keras.metrics.Metric]]:
-    """Fresh evaluation metrics per task, with the project's metric names.
+# The regression metrics by the names the task table uses (classification tasks use MeanIoU).
+REGRESSION_METRICS: dict[str, type[_DepthMetric]] = {
+    "depth_ard_percent": DepthARD,
+    "depth_abs_rel": DepthAbsRel,
+    "depth_rmse": DepthRMSE,
+}
+
+
+def task_metrics(
+    semantic_classes: int = 5, tasks: Sequence[str] = TASK_NAMES, epoch_only: bool = False
+) -> dict[str, list[keras.metrics.Metric]]:
+    """Fresh metrics per task, named and chosen by the task table (`keras_mtl.tasks.TASKS`).
+
+    The one place metric sets are built: the trainer validates with `epoch_only=True`, the
+    evaluation uses every metric.
+
+    Args:
+        semantic_classes: C of the semantic task.
+        tasks: which tasks, in order.
+        epoch_only: only the metrics the trainer validates every epoch (`Task.epoch_metrics`)
+            instead of all of them (`Task.metrics`).
 
     Returns:
-        `{"depth": [DepthARD, DepthAbsRel, DepthRMSE], "semantic": [MeanIoU(C)],
+        By default `{"depth": [DepthARD, DepthAbsRel, DepthRMSE], "semantic": [MeanIoU(C)],
         "motion": [MeanIoU(2)]}` named `depth_ard_percent`, `depth_abs_rel`, `depth_rmse`,
-        `semantic_miou`, `motion_miou`.
+        `semantic_miou`, `motion_miou` (with `epoch_only`, no `depth_rmse`).
+
+    Example:
+
+    ```python
+    metrics = task_metrics(19, tasks=("semantic",))
+    metrics["semantic"][0].num_classes  # 19
+    ```
     """
-    return {
-        "depth": [DepthARD(), DepthAbsRel(), DepthRMSE()],
-        "semantic": [MeanIoU(semantic_classes, name=TASKS["semantic"].metric)],
-        "motion": [MeanIoU(MOTION_CLASSES, name=TASKS["motion"].metric)],
-    }
+    metrics: dict[str, list[keras.metrics.Metric]] = {}
+    for task in tasks:
+        spec = TASKS[task]
+        names = spec.epoch_metrics if epoch_only else spec.metrics
+        if spec.kind == "regression":
+            metrics[task] = [REGRESSION_METRICS[name](name=name) for name in names]
+        else:
+            classes = num_channels(task, semantic_classes)
+            metrics[task] = [MeanIoU(classes, name=name) for name in names]
+    return metrics
 
 
 def delta_m(

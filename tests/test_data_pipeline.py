@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras_mtl.data import layout
 from keras_mtl.data.labels import LABEL_ID_TO_TRAIN_ID
 from keras_mtl.data.pipeline import (
+    denormalize_inputs,
     disparity_to_depth,
     list_stems,
     load_frame,
@@ -306,6 +307,9 @@ def test_normalize_inputs_numpy_and_tensor() -> None:
     flow, rgb = normalize_inputs(np.array([0.0, 128.0, 256.0]), tf.constant([64.0, 192.0]))
     np.testing.assert_allclose(flow, [-2.0, 0.0, 2.0])
     np.testing.assert_allclose(rgb.numpy(), [-1.0, 1.0])
+    stored_flow, stored_rgb = denormalize_inputs(flow, rgb)
+    np.testing.assert_allclose(stored_flow, [0.0, 128.0, 256.0])
+    np.testing.assert_allclose(stored_rgb.numpy(), [64.0, 192.0])
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from keras_mtl import losses
+from keras_mtl.tasks import MOTION_CLASS_WEIGHTS, SEMANTIC5_CLASS_WEIGHTS
 
 
 def numpy_depth_loss(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -71,7 +72,7 @@ def test_losses_are_zero_without_valid_pixels():
     labels = np.full((1, 4, 4), 255, np.int32)
     logits = np.random.default_rng(1).normal(size=(1, 4, 4, 5)).astype(np.float32)
     value = float(losses.cross_entropy_ignore(labels, logits))
-    weighted = float(losses.cross_entropy_ignore(labels, logits, losses.SEMANTIC5_CLASS_WEIGHTS))
+    weighted = float(losses.cross_entropy_ignore(labels, logits, SEMANTIC5_CLASS_WEIGHTS))
     assert value == 0.0 and weighted == 0.0
 
 
@@ -86,7 +87,7 @@ def test_empty_mask_gradient_is_finite():
     assert np.all(np.isfinite(grad.numpy())) and float(value) == 0.0
 
 
-@pytest.mark.parametrize("weights", [None, losses.SEMANTIC5_CLASS_WEIGHTS])
+@pytest.mark.parametrize("weights", [None, SEMANTIC5_CLASS_WEIGHTS])
 def test_cross_entropy_matches_numpy(weights):
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 5, size=(2, 5, 7)).astype(np.int32)
@@ -101,8 +102,8 @@ def test_cross_entropy_matches_numpy(weights):
 def test_cross_entropy_motion_weights():
     labels = np.array([[[0, 1, 1, 255]]], np.int32)
     logits = np.array([[[[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [9.0, -9.0]]]], np.float32)
-    expected = numpy_cross_entropy(labels, logits, losses.MOTION_CLASS_WEIGHTS)
-    value = float(losses.cross_entropy_ignore(labels, logits, losses.MOTION_CLASS_WEIGHTS))
+    expected = numpy_cross_entropy(labels, logits, MOTION_CLASS_WEIGHTS)
+    value = float(losses.cross_entropy_ignore(labels, logits, MOTION_CLASS_WEIGHTS))
     assert value == pytest.approx(expected, rel=1e-6)
 
 
@@ -129,7 +130,7 @@ def test_replica_shares_reproduce_global_loss_and_gradient(depth_batch):
     labels = rng.integers(0, 5, size=(2, 4, 4)).astype(np.int32)
     labels[0, :3] = 255
     logits = tf.Variable(rng.normal(size=(2, 4, 4, 5)).astype(np.float32))
-    weights = losses.SEMANTIC5_CLASS_WEIGHTS
+    weights = SEMANTIC5_CLASS_WEIGHTS
     with tf.GradientTape() as tape:
         whole = losses.cross_entropy_ignore(labels, logits, weights)
     expected_grad = tape.gradient(whole, logits).numpy()
@@ -208,3 +209,17 @@ def test_log_losses_replica_shares_reproduce_global_loss_and_gradient(depth_batc
     grad = tape.gradient(objective, pred).numpy()
     assert float(objective) == pytest.approx(float(whole), rel=1e-5)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-8)
+
+
+def test_task_losses_follow_the_task_table(depth_batch):
+    y_true, y_pred = depth_batch
+    depth_terms = losses.task_loss_terms("depth", y_true, y_pred, depth_loss="log_l1")
+    assert float(losses.task_loss_from_terms("depth", depth_terms, depth_loss="log_l1")) == (
+        pytest.approx(float(losses.depth_loss(y_true, y_pred, "log_l1")), rel=1e-6)
+    )
+    labels = np.array([[[0, 1, 1, 255]]], np.int32)
+    logits = np.array([[[[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [9.0, -9.0]]]], np.float32)
+    terms = losses.task_loss_terms("motion", labels, logits, class_weights=MOTION_CLASS_WEIGHTS)
+    assert float(losses.task_loss_from_terms("motion", terms)) == pytest.approx(
+        float(losses.cross_entropy_ignore(labels, logits, MOTION_CLASS_WEIGHTS)), rel=1e-6
+    )

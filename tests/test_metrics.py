@@ -174,6 +174,13 @@ def test_task_metrics_names():
         "motion": ["motion_miou"],
     }
     assert task_metrics(19)["semantic"][0].num_classes == 19
+    # The trainer's per-epoch set: the task table's epoch metrics of the tasks it trains.
+    epoch = task_metrics(5, tasks=("motion", "depth"), epoch_only=True)
+    assert {task: [m.name for m in metrics] for task, metrics in epoch.items()} == {
+        "motion": ["motion_miou"],
+        "depth": ["depth_ard_percent", "depth_abs_rel"],
+    }
+    assert epoch["motion"][0].num_classes == 2
 
 
 def test_resize_predictions_shapes_and_values():

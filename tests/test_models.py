@@ -17,7 +17,7 @@ from keras_mtl.models import (
     build_single_task_model,
     load_pretrained,
     rebuild,
-    shared_features_model,
+    shared_trunk_of,
 )
 
 # Keras converts variables with np.array(copy=False) internally; numpy 2 warns, harmlessly.
@@ -97,23 +97,38 @@ def test_shared_layer_handles(multitask):
     }
 
 
-def test_shared_features_model_gradients(multitask):
-    probe = shared_features_model(multitask)
+def test_shared_trunk_composes_the_network(multitask, single_semantic):
+    trunk = shared_trunk_of(multitask)
+    assert trunk.output_layers == ("fuse.project_bn", SHARED_FEATURES_LAYER)
+    assert (trunk.shared_features_layer, trunk.last_shared_layer) == (
+        SHARED_FEATURES_LAYER,
+        LAST_SHARED_LAYER,
+    )
+    assert single_semantic.shared_trunk.output_layers == (
+        "rgb_stem.block3.add",
+        SHARED_FEATURES_LAYER,
+    )
+    trunk_model, heads_model = trunk.trunk_model(multitask), trunk.heads_model(multitask)
+    # The trunk and the heads partition the network's weights.
+    assert len(trunk_model.weights) + len(heads_model.weights) == len(multitask.weights)
+    depth_head = trunk.heads_model(multitask, ["depth"])
+    assert all(w.path.startswith(("depth_decoder", "depth/")) for w in depth_head.weights)
     inputs = {name: tf.constant(value) for name, value in _inputs(7, batch=1).items()}
     with tf.GradientTape(persistent=True) as tape:
-        outputs = probe(inputs, training=False)
+        handoff = trunk_model(inputs, training=False)
+        for tensor in handoff:
+            tape.watch(tensor)
+        outputs = heads_model(handoff, training=False)
         depth_loss = tf.reduce_mean(outputs["depth"] ** 2)
         motion_loss = tf.reduce_mean(outputs["motion"])
-    features = outputs["shared_features"]
-    assert tuple(features.shape) == (1, 4, 8, 80)
+    assert [tuple(t.shape) for t in handoff] == [(1, 16, 32, 8), (1, 4, 8, 80)]
     plain = _numpy_outputs(multitask, inputs)
-    np.testing.assert_allclose(np.asarray(outputs["depth"]), plain["depth"], rtol=1e-5, atol=1e-5)
-    depth_grad = tape.gradient(depth_loss, features)
-    motion_grad = tape.gradient(motion_loss, features)
-    assert depth_grad.shape == features.shape and float(tf.norm(depth_grad)) > 0
+    for task, value in outputs.items():
+        np.testing.assert_allclose(np.asarray(value), plain[task], rtol=1e-5, atol=1e-5)
+    depth_grad = tape.gradient(depth_loss, handoff[1])
+    motion_grad = tape.gradient(motion_loss, handoff[1])
+    assert float(tf.norm(depth_grad)) > 0
     assert float(tf.norm(depth_grad - motion_grad)) > 0  # each task its own gradient
-    kernel = multitask.get_layer(LAST_SHARED_LAYER).kernel
-    assert float(tf.norm(tape.gradient(depth_loss, kernel.value))) > 0
 
 
 def test_width_one_channels():
@@ -291,6 +306,7 @@ def test_save_load_round_trip(multitask, tmp_path):
     loaded = keras.saving.load_model(path, compile=False)
     assert isinstance(loaded, MultiTaskNet)
     assert loaded.get_config() == multitask.get_config()
+    assert loaded.shared_trunk == multitask.shared_trunk
     inputs = _inputs(4)
     expected = _numpy_outputs(multitask, inputs)
     actual = _numpy_outputs(loaded, inputs)

@@ -2,9 +2,9 @@
 
 Most tests use `tiny_model`, a few-layer network that follows the model contract of
 `keras_mtl.models` (inputs flow/rgb, outputs depth/semantic/motion, the SHARED_FEATURES_LAYER
-and LAST_SHARED_LAYER handles, a stride-2 shortcut into every decoder): the trainer's logic does
-not depend on the network's size, and eager steps on it take milliseconds. One end-to-end test
-runs the real network on the synthetic dataset.
+and LAST_SHARED_LAYER handles, a stride-2 shortcut into every decoder, and its recorded
+`shared_trunk`): the trainer's logic does not depend on the network's size, and eager steps on
+it take milliseconds. One end-to-end test runs the real network on the synthetic dataset.
 
 Run as a script (`python tests/test_training.py replica-check`) it does the replica-equivalence
 check in a process whose CPU is split into 2 logical devices.
@@ -25,35 +25,52 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import keras  # noqa: E402
+
+from keras_mtl.models import LAST_SHARED_LAYER, SHARED_FEATURES_LAYER, SharedTrunk  # noqa: E402
+from keras_mtl.weighting import WEIGHTING_NAMES  # noqa: E402
+
 HEIGHT, WIDTH = 32, 64
-METHODS = ("vanilla", "grad_norm", "pseudo_grad_norm", "uncertainty", "dwa", "pcgrad")
 
 
-def tiny_model(config=None, seed: int = 0):
-    """A small functional network following the `keras_mtl.models` contract (no BN, no dropout)."""
-    import keras
+@keras.saving.register_keras_serializable(package="keras_mtl_tests")
+class TinyNet(keras.Model):
+    """A small functional network following the `keras_mtl.models` contract (no BN, no dropout).
 
-    from keras_mtl.models import LAST_SHARED_LAYER, SHARED_FEATURES_LAYER
+    Like `MultiTaskNet`, it builds its graph in `__init__` and records where its trunk hands
+    off to the heads (the stride-2 shortcut `fuse` and the shared features), so a saved trainer
+    holding it loads with its split.
+    """
 
+    def __init__(self, **kwargs) -> None:
+        flow = keras.Input((HEIGHT, WIDTH, 3), name="flow")
+        rgb = keras.Input((HEIGHT, WIDTH, 3), name="rgb")
+        conv = keras.layers.Conv2D
+        flow_x = conv(4, 3, strides=2, padding="same", activation="relu", name="fs")(flow)
+        rgb_x = conv(4, 3, strides=2, padding="same", activation="relu", name="rs")(rgb)
+        stride2 = keras.layers.Concatenate(name="fuse")([flow_x, rgb_x])
+        x = conv(8, 3, strides=2, padding="same", activation="relu", name="e1")(stride2)
+        x = conv(8, 1, name=LAST_SHARED_LAYER)(x)
+        features = keras.layers.Activation("relu", name=SHARED_FEATURES_LAYER)(x)
+        outputs = {}
+        for task, channels in (("depth", 1), ("semantic", 5), ("motion", 2)):
+            h = conv(6, 3, padding="same", activation="relu", name=f"{task}_a")(features)
+            h = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{task}_up1")(h)
+            h = keras.layers.Concatenate(name=f"{task}_cat")([h, stride2])
+            h = conv(channels, 1, name=f"{task}_head")(h)
+            outputs[task] = keras.layers.UpSampling2D(2, interpolation="bilinear", name=task)(h)
+        kwargs.setdefault("name", "tiny_net")
+        super().__init__({"flow": flow, "rgb": rgb}, outputs, **kwargs)
+        self.shared_trunk = SharedTrunk(output_layers=("fuse", SHARED_FEATURES_LAYER))
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "trainable": self.trainable}
+
+
+def tiny_model(config=None, seed: int = 0) -> TinyNet:
+    """A seeded `TinyNet` (usable as `model_fn`: the config is not read)."""
     keras.utils.set_random_seed(seed)
-    flow = keras.Input((HEIGHT, WIDTH, 3), name="flow")
-    rgb = keras.Input((HEIGHT, WIDTH, 3), name="rgb")
-    flow_x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="fs")(
-        flow
-    )
-    rgb_x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="rs")(rgb)
-    stride2 = keras.layers.Concatenate(name="fuse")([flow_x, rgb_x])
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="e1")(stride2)
-    x = keras.layers.Conv2D(8, 1, name=LAST_SHARED_LAYER)(x)
-    features = keras.layers.Activation("relu", name=SHARED_FEATURES_LAYER)(x)
-    outputs = {}
-    for task, channels in (("depth", 1), ("semantic", 5), ("motion", 2)):
-        h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name=f"{task}_a")(features)
-        h = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{task}_up1")(h)
-        h = keras.layers.Concatenate(name=f"{task}_cat")([h, stride2])
-        h = keras.layers.Conv2D(channels, 1, name=f"{task}_head")(h)
-        outputs[task] = keras.layers.UpSampling2D(2, interpolation="bilinear", name=task)(h)
-    return keras.Model({"flow": flow, "rgb": rgb}, outputs, name="tiny_net")
+    return TinyNet()
 
 
 def tiny_batches(count: int = 1, batch: int = 4, seed: int = 0):
@@ -108,7 +125,6 @@ def tiny_config(method: str, **overrides):
 
 def sgd_trainer(method: str, weights, weight_decay: float = 1e-3, strategy=None):
     """A trainer on `tiny_model` with plain SGD (Adam's first step hides gradient scale errors)."""
-    import keras
     import tensorflow as tf
 
     from keras_mtl.config import WeightingConfig
@@ -154,21 +170,37 @@ def test_select_strategy_rejects_unknown_gpu():
         select_strategy(gpus=(0, 1))
 
 
-def test_split_finds_trunk_boundary_of_real_model():
-    from keras_mtl.models import SHARED_FEATURES_LAYER, build_multitask_model
+def test_split_reads_the_trunk_recorded_by_the_real_model():
+    from keras_mtl.models import build_multitask_model
     from keras_mtl.training import MultiTaskTrainer, SharedSplit
 
     model = build_multitask_model((64, 128), width_mult=0.25)
     split = SharedSplit.from_model(model, ["depth", "semantic", "motion"])
-    producers = sorted(t._keras_history.operation.name for t in split.boundary)
-    assert producers == ["encoder.block17.project_bn", "fuse.project_bn"]
+    producers = ["fuse.project_bn", "encoder.block17.project_bn"]
+    assert len(split.boundary) == len(producers)
+    for tensor, name in zip(split.boundary, producers, strict=True):
+        assert tensor is model.get_layer(name).output
     covered = split.shared_variables + sum(split.task_variables.values(), [])
     assert sorted(id(v) for v in covered) == sorted(id(v) for v in model.trainable_variables)
-    assert all(v.path.startswith("depth_decoder") for v in split.task_variables["depth"])
-    trainer = MultiTaskTrainer(model, "pseudo_grad_norm")
-    assert split.boundary[trainer.features_index].name == (
-        model.get_layer(SHARED_FEATURES_LAYER).output.name
+    # The depth decoder's layers and its output layer (the log head's learned offset).
+    assert all(
+        v.path.startswith(("depth_decoder", "depth/")) for v in split.task_variables["depth"]
     )
+    trainer = MultiTaskTrainer(model, "pseudo_grad_norm")
+    features = trainer.backward.split.boundary[trainer.backward.features_index]
+    assert features is model.get_layer(SHARED_FEATURES_LAYER).output
+
+
+def test_model_without_recorded_trunk_trains_without_split(initial_weights):
+    """A network that records no trunk: norms beside a plain backward pass; PCGrad refused."""
+    from keras_mtl.training import MultiTaskTrainer
+
+    tiny = tiny_model()
+    plain = keras.Model(tiny.input, tiny.output)  # the same graph, no `shared_trunk`
+    trainer = MultiTaskTrainer(plain, "grad_norm")
+    assert trainer.backward.split is None and trainer.backward.plain_view is not None
+    with pytest.raises(ValueError, match="PCGradWeighting needs a shared trunk"):
+        MultiTaskTrainer(plain, "pcgrad")
 
 
 # --------------------------------------------------------------------------- train step
@@ -181,7 +213,7 @@ def test_split_backward_equals_plain_backward(method, initial_weights):
     reference = sgd_trainer("vanilla", initial_weights)
     reference.train_step(batch)
     trainer = sgd_trainer(method, initial_weights)
-    assert trainer.split is not None or method == "uncertainty"
+    assert trainer.backward.split is not None or method == "uncertainty"
     trainer.train_step(batch)
     for got, want in zip(trainer.model.get_weights(), reference.model.get_weights(), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
@@ -192,21 +224,18 @@ def test_grad_norms_match_direct_gradients(method, initial_weights):
     import tensorflow as tf
 
     from keras_mtl import losses as loss_lib
-    from keras_mtl.models import LAST_SHARED_LAYER, SHARED_FEATURES_LAYER
     from keras_mtl.training import class_weights_for
 
     inputs, targets = tiny_batches()[0]
     trainer = sgd_trainer(method, initial_weights)
     model = trainer.model
-    import keras
-
     view = keras.Model(model.input, [model.output, model.get_layer(SHARED_FEATURES_LAYER).output])
     kernel = model.get_layer(LAST_SHARED_LAYER).kernel
     expected = {}
     with tf.GradientTape(persistent=True) as tape:
         outputs, features = view(inputs, training=True)
         task_losses = {
-            "depth": loss_lib.depth_loss(targets["depth"], outputs["depth"]),
+            "depth": loss_lib.depth_loss(targets["depth"], outputs["depth"], trainer.depth_loss),
             "semantic": loss_lib.cross_entropy_ignore(
                 targets["semantic"], outputs["semantic"], class_weights_for("semantic", 5, True)
             ),
@@ -232,7 +261,7 @@ def test_grad_norms_match_direct_gradients(method, initial_weights):
         assert recorded[f"loss_{task}"] == pytest.approx(float(task_losses[task]), rel=1e-5)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", WEIGHTING_NAMES)
 def test_every_weighting_trains_and_lowers_the_loss(method):
     from keras_mtl.training import build_trainer
 
@@ -265,7 +294,7 @@ def test_pcgrad_projects_conflicting_task_gradients(initial_weights):
     vanilla.train_step(batch)
     pcgrad = sgd_trainer("pcgrad", initial_weights)
     pcgrad.train_step(batch)
-    shared = {id(v) for v in pcgrad.split.shared_variables}
+    shared = {id(v) for v in pcgrad.backward.split.shared_variables}
     differs = []
     for variable, reference in zip(
         pcgrad.model.trainable_variables, vanilla.model.trainable_variables, strict=True
@@ -290,7 +319,7 @@ def replica_check() -> dict:
     batches = tiny_batches(2, batch=4, seed=5)
     weights = tiny_model().get_weights()
     report = {}
-    for method in ("vanilla", "grad_norm", "pseudo_grad_norm", "uncertainty", "pcgrad"):
+    for method in WEIGHTING_NAMES:
         results, recorded = [], []
         for strategy in (tf.distribute.get_strategy(), mirrored):
             trainer = sgd_trainer(method, weights, strategy=strategy)
@@ -374,7 +403,7 @@ def test_two_replicas_equal_one_device():
     overflow = report.pop("overflow")
     assert overflow["one"] == [[False, False], [False, False]]  # both replicas skip
     assert overflow["none"] == [[True, True], [True, True]]
-    assert set(report) == {"vanilla", "grad_norm", "pseudo_grad_norm", "uncertainty", "pcgrad"}
+    assert set(report) == set(WEIGHTING_NAMES)
     single, mirrored = evaluation["single"], evaluation["mirrored"]
     assert {"semantic_miou", "motion_miou", "depth_ard_percent", "loss"} <= set(single)
     for name, value in single.items():
@@ -472,6 +501,30 @@ def test_history_and_resume_equal_uninterrupted_run(tmp_path):
     best = load_functional_model(tmp_path / "resumed" / "model_best.keras")
     assert sorted(best.output) == ["depth", "motion", "semantic"]
 
+    # The summary: per-class IoU of the last validation epoch, the files written, results.json.
+    run_dir = tmp_path / "resumed"
+    assert set(results) == {"final", "best", "epochs", "per_class_iou", "files"}
+    assert results["best"]["epoch"] in (1, 2)
+    per_class = results["per_class_iou"]
+    assert list(per_class["semantic"]) == ["road", "sky", "pedestrian", "vehicle", "background"]
+    assert list(per_class["motion"]) == ["static", "moving"]
+    for task in ("semantic", "motion"):
+        mean = np.mean(list(per_class[task].values()))
+        assert mean == pytest.approx(results["final"][f"{task}_miou"], abs=1e-3)
+    names = ["config.yaml", "checkpoint.keras", "model_best.keras", "history.csv", "logs"]
+    names += ["predictions.png", "results.json"]
+    assert results["files"] == [str(run_dir / name) for name in names]
+    assert json.loads((run_dir / "results.json").read_text()) == results
+    import tensorflow as tf
+
+    picture = tf.io.decode_png((run_dir / "predictions.png").read_bytes()).numpy()
+    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.std() > 0
+    # A resumed run with nothing left to train validates nothing: no per-class IoU.
+    again = run_training(
+        resumed, datasets=datasets, run_eagerly=True, verbose=0, model_fn=tiny_model
+    )
+    assert again["per_class_iou"] == {} and again["final"] == results["final"]
+
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     from keras_mtl.errors import UserError
@@ -485,10 +538,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         run_training(config, datasets=datasets, run_eagerly=True, verbose=0, model_fn=tiny_model)
     _, rows = read_rows(tmp_path / "history.csv")
     assert [r["epoch"] for r in rows] == ["1"]
-    import keras
-
     checkpoint = keras.saving.load_model(tmp_path / "checkpoint.keras")
     assert isinstance(checkpoint, MultiTaskTrainer)
+    assert checkpoint.backward.split is None  # vanilla: a plain backward pass
     assert int(checkpoint.epoch_counter.numpy()) == 1
     assert all(np.all(np.isfinite(w)) for w in checkpoint.model.get_weights())
 

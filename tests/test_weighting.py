@@ -64,6 +64,24 @@ def test_registry_names_alias_and_unknown_name():
         assert name in message
 
 
+def test_registry_is_read_from_each_method_info():
+    from dataclasses import fields
+
+    from keras_mtl.weighting import ALIASES, METHODS, resolve_name
+
+    assert tuple(WEIGHTINGS) == WEIGHTING_NAMES == tuple(m.info.name for m in METHODS)
+    assert ALIASES == {"learned": "pseudo_grad_norm"}
+    assert resolve_name("learned") == "pseudo_grad_norm"
+    assert all(method.info.label for method in METHODS)
+    # Every method flag belongs to exactly one method; every flag a method names exists.
+    shared = {"multi_task_type", "task_weights"}
+    claimed = [f for method in METHODS for f in method.info.config_fields]
+    assert sorted(claimed) == sorted(
+        f.name for f in fields(WeightingConfig) if f.name not in shared
+    )
+    assert [m.info.name for m in METHODS if m.needs_task_gradients] == ["pcgrad"]
+
+
 @pytest.mark.parametrize(
     ("name", "field", "value", "flag"),
     [
@@ -305,7 +323,6 @@ def test_uncertainty_loss_and_gradient_wrt_log_variances(likelihood, depth_a, de
         [float(g) for g in grads], -a * np.exp(-s) * losses + b, rtol=1e-5, atol=1e-7
     )
     np.testing.assert_allclose(weights_of(weighting), a * np.exp(-s), rtol=1e-6)
-    assert weighting.no_weight_decay_variables() == list(weighting.log_variances)
     assert weighting.trainable_weights == list(weighting.log_variances)
 
 
@@ -419,8 +436,7 @@ def test_every_registered_method_keeps_positive_weights():
             for losses, norms in zip(LOSSES, NORMS, strict=True):
                 weighting.update(as_dict(losses), as_dict(norms))
         assert np.all(weights_of(weighting) > 0), name
-        # Only uncertainty has trainable variables; those are exactly the no-decay ones.
-        assert weighting.no_weight_decay_variables() == list(weighting.trainable_weights)
+        # Only uncertainty has trainable variables (trained with the network, never decayed).
         assert bool(weighting.trainable_weights) == (name == "uncertainty")
 
 

@@ -53,6 +53,30 @@ def normalize_inputs(flow, rgb):
     return flow, rgb
 
 
+def denormalize_inputs(flow, rgb):
+    """Undoes `normalize_inputs`: network inputs back to stored pixel values, `x * 64 + 128`.
+
+    For pictures and SavedModels that take raw pixels; numpy arrays and tensors alike.
+
+    Args:
+        flow: normalised flow.
+        rgb: normalised RGB.
+
+    Returns:
+        (flow as stored: u + 128, v + 128, confidence; rgb 0..255, not clipped).
+
+    Example:
+
+    ```python
+    flow, rgb = denormalize_inputs(inputs["flow"][0], inputs["rgb"][0])
+    u, v = flow[..., 0] - FLOW_OFFSET, flow[..., 1] - FLOW_OFFSET  # pixels
+    ```
+    """
+    flow = flow * NORMALIZATION_SCALE + NORMALIZATION_OFFSET
+    rgb = rgb * NORMALIZATION_SCALE + NORMALIZATION_OFFSET
+    return flow, rgb
+
+
 def list_stems(
     data_path: str | Path, split: str, flow_dir: str = FLOW_DIR, semantic_classes: int = 5
 ) -> list[str]:

@@ -1,8 +1,10 @@
 """The network: MobileNetV2 streams, stride-4 fusion, shared encoder, one decoder per task.
 
 Public API: `build_multitask_model`, `build_single_task_model`, `rebuild`, `load_pretrained`,
-`MultiTaskNet`, and the layer-name handles `SHARED_FEATURES_LAYER` (output = shared stride-16
-encoder features) and `LAST_SHARED_LAYER` (last shared conv; its `kernel` is GradNorm's W).
+`MultiTaskNet`, the trunk / heads structure `SharedTrunk` (`model.shared_trunk`,
+`shared_trunk_of(model)`), and the layer-name handles `SHARED_FEATURES_LAYER` (output = shared
+stride-16 encoder features) and `LAST_SHARED_LAYER` (last shared conv; its `kernel` is
+GradNorm's W).
 """
 
 from keras_mtl.models.blocks import SEPARATOR
@@ -15,12 +17,13 @@ from keras_mtl.models.multitask import (
     OUTPUT_STRIDE,
     SHARED_FEATURES_LAYER,
     MultiTaskNet,
+    SharedTrunk,
     build_multitask_model,
     build_single_task_model,
     check_img_size,
     load_pretrained,
     rebuild,
-    shared_features_model,
+    shared_trunk_of,
     unwrap_model,
 )
 
@@ -36,11 +39,12 @@ __all__ = [
     "SEPARATOR",
     "SHARED_FEATURES_LAYER",
     "MultiTaskNet",
+    "SharedTrunk",
     "build_multitask_model",
     "build_single_task_model",
     "check_img_size",
     "load_pretrained",
     "rebuild",
-    "shared_features_model",
+    "shared_trunk_of",
     "unwrap_model",
 ]

@@ -9,6 +9,11 @@ Layer names (`.` separates levels, Keras 3 forbids `/`):
   outputs the shared stride-16 features (`SHARED_FEATURES_LAYER`), `encoder.block17.project`
   is the last shared convolution (`LAST_SHARED_LAYER`).
 - `<task>_decoder.*`: one DeepLabV3+ lite decoder per task; its last layer is named `<task>`.
+
+The shared trunk (stems, fusion, encoder) hands off to the task heads (the decoders) at two
+layers, recorded by the builder as `model.shared_trunk` (a `SharedTrunk`): the stride-4 fused
+features and the stride-16 encoder features. The trainer composes a trunk model and head models
+from it to split the backward pass per task.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -56,6 +62,65 @@ def stem_prefix(input_name: str) -> str:
 def decoder_prefix(task: str) -> str:
     """Layer name prefix of the decoder of one task (`depth_decoder`, ...)."""
     return f"{task}_decoder"
+
+
+@dataclass(frozen=True)
+class SharedTrunk:
+    """Where a multi-task network's shared trunk hands off to its task heads, by layer name.
+
+    The trunk runs from the inputs to `output_layers`; each task head reads those layers'
+    outputs and otherwise only layers of its own. A network records its trunk when it builds its
+    graph (`MultiTaskNet.shared_trunk`), so that a trunk model and head models sharing its layers
+    and weights can be composed from it (`trunk_model`, `heads_model`): the trainer splits the
+    backward pass there, and GradNorm's handles are read from here.
+
+    Args:
+        output_layers: names of the trunk layers whose outputs the heads read, in the order
+            the trunk computes them.
+        shared_features_layer: the layer whose output is the shared feature map
+            (pseudo-GradNorm's per-task gradient norms are taken there).
+        last_shared_layer: the last shared convolution; its `kernel` is GradNorm's W.
+
+    Example:
+
+    ```python
+    trunk = model.shared_trunk  # SharedTrunk(("fuse.project_bn", "encoder.block17.project_bn"))
+    features = trunk.trunk_model(model)(inputs)  # the two hand-off feature maps
+    outputs = trunk.heads_model(model)(features)  # equal to model(inputs)
+    ```
+    """
+
+    output_layers: tuple[str, ...]
+    shared_features_layer: str = SHARED_FEATURES_LAYER
+    last_shared_layer: str = LAST_SHARED_LAYER
+
+    def outputs(self, model: keras.Model) -> list[keras.KerasTensor]:
+        """The hand-off tensors of `model`'s graph, in `output_layers` order."""
+        return [model.get_layer(name).output for name in self.output_layers]
+
+    def trunk_model(self, model: keras.Model) -> keras.Model:
+        """The trunk of `model` (its inputs -> the hand-off tensors), sharing its layers."""
+        return keras.Model(model.input, self.outputs(model), name=f"{model.name}_trunk")
+
+    def heads_model(self, model: keras.Model, tasks: Sequence[str] | None = None) -> keras.Model:
+        """The heads of `tasks` (default all; the hand-off tensors -> those outputs), sharing
+        `model`'s layers."""
+        outputs = model.output if tasks is None else {task: model.output[task] for task in tasks}
+        return keras.Model(self.outputs(model), outputs, name=f"{model.name}_heads")
+
+
+def shared_trunk_of(model: keras.Model) -> SharedTrunk | None:
+    """The `SharedTrunk` a network recorded (`MultiTaskNet` does), or None for a model without.
+
+    Args:
+        model: a network, or an object whose `.model` is one (the trainer).
+    """
+    return getattr(unwrap_model(model), "shared_trunk", None)
+
+
+def _layer_named_by_output(model: keras.Model, tensor: keras.KerasTensor) -> str:
+    """Name of the layer of `model` whose output is `tensor`."""
+    return next(layer.name for layer in model.layers if layer.output is tensor)
 
 
 def check_img_size(img_size: Sequence[int]) -> tuple[int, int]:
@@ -100,6 +165,10 @@ class MultiTaskNet(keras.Model):
         depth_init: metres the `log` head predicts before training (the training split's
             median depth, see `keras_mtl.data.median_depth`).
         **kwargs: `name`, `trainable`.
+
+    Attributes:
+        shared_trunk: where the shared trunk hands off to the task heads (`SharedTrunk`:
+            the stride-4 fused features and the stride-16 encoder features).
 
     Example:
 
@@ -177,6 +246,13 @@ class MultiTaskNet(keras.Model):
         }
         kwargs.setdefault("name", "multi_task_net" if len(tasks) > 1 else f"{tasks[0]}_net")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Trunk / heads hand-off ===
+        # Every decoder reads the stride-16 encoder features and the stride-4 shortcut, and
+        # nothing else of the trunk.
+        self.shared_trunk = SharedTrunk(
+            output_layers=tuple(_layer_named_by_output(self, t) for t in (stride4, stride16))
+        )
 
         # === Config ===
         self.img_size = (height, width)
@@ -292,19 +368,6 @@ def build_single_task_model(
         depth_head=depth_head,
         depth_init=depth_init,
     )
-
-
-def shared_features_model(model: keras.Model) -> keras.Model:
-    """The same network with one more output, `shared_features` (`SHARED_FEATURES_LAYER`).
-
-    Shares layers and weights with `model`. Calling it under a `tf.GradientTape` lets a
-    weighting take per-task gradients at the shared feature map (`tape.gradient(loss_i,
-    outputs["shared_features"])`) in the same forward pass that produces the task outputs.
-    """
-    model = unwrap_model(model)
-    outputs = dict(model.output)
-    outputs["shared_features"] = model.get_layer(SHARED_FEATURES_LAYER).output
-    return keras.Model(model.input, outputs, name=f"{model.name}_with_shared_features")
 
 
 def unwrap_model(model: keras.Model) -> keras.Model:

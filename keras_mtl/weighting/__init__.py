@@ -1,8 +1,10 @@
 """Task-weighting methods behind one interface (`Weighting`), and the registry that builds them.
 
-Adding a method: one new file with a `Weighting` subclass that has a `from_weighting_config`
-classmethod, one line in `WEIGHTINGS` below, and its hyper-parameters in
-`keras_mtl.config.WeightingConfig`.
+Adding a method: one new file with a `Weighting` subclass (its `info`, and a
+`from_weighting_config` classmethod when it has hyper-parameters) and its line in `METHODS`
+below; its hyper-parameters, if any, are fields of `keras_mtl.config.WeightingConfig`. Every
+list of methods (`WEIGHTING_NAMES`, aliases, the command line, tuning, benchmarks, tests) is
+read from this registry.
 
 Example:
 
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from keras_mtl.config import WeightingConfig
 from keras_mtl.errors import UserError
 from keras_mtl.tasks import TASK_NAMES
-from keras_mtl.weighting.base import Weighting
+from keras_mtl.weighting.base import MethodInfo, Weighting
 from keras_mtl.weighting.dwa import DynamicWeightAverage
 from keras_mtl.weighting.equal import EqualWeighting
 from keras_mtl.weighting.grad_norm import GradNormWeighting
@@ -29,16 +31,19 @@ from keras_mtl.weighting.pcgrad import PCGradWeighting
 from keras_mtl.weighting.pseudo_grad_norm import PseudoGradNormWeighting
 from keras_mtl.weighting.uncertainty import UncertaintyWeighting
 
-WEIGHTINGS: dict[str, type[Weighting]] = {
-    "vanilla": EqualWeighting,
-    "grad_norm": GradNormWeighting,
-    "pseudo_grad_norm": PseudoGradNormWeighting,
-    "uncertainty": UncertaintyWeighting,
-    "dwa": DynamicWeightAverage,
-    "pcgrad": PCGradWeighting,
+# The registry, in the order tables and the command line list the methods.
+METHODS: tuple[type[Weighting], ...] = (
+    EqualWeighting,
+    GradNormWeighting,
+    PseudoGradNormWeighting,
+    UncertaintyWeighting,
+    DynamicWeightAverage,
+    PCGradWeighting,
+)
+WEIGHTINGS: dict[str, type[Weighting]] = {method.info.name: method for method in METHODS}
+ALIASES: dict[str, str] = {
+    alias: method.info.name for method in METHODS for alias in method.info.aliases
 }
-# The original's command line spelled TI's method "learned" in places.
-ALIASES: dict[str, str] = {"learned": "pseudo_grad_norm"}
 WEIGHTING_NAMES: tuple[str, ...] = tuple(WEIGHTINGS)
 
 
@@ -106,11 +111,13 @@ def get_weighting(
 
 __all__ = [
     "ALIASES",
+    "METHODS",
     "WEIGHTINGS",
     "WEIGHTING_NAMES",
     "DynamicWeightAverage",
     "EqualWeighting",
     "GradNormWeighting",
+    "MethodInfo",
     "PCGradWeighting",
     "PseudoGradNormWeighting",
     "UncertaintyWeighting",

@@ -30,15 +30,71 @@ callback with the epoch-mean unweighted training losses as Python floats.
 
 `task_weights()` returns the current effective weight of each task, for logging as
 `weight_<task>` in history.csv and TensorBoard.
+
+Each method also describes itself to the registry with a `MethodInfo` in its `info` class
+attribute (name, aliases, table label, the `WeightingConfig` fields it reads); every list of
+methods (the registry, the command line, tuning, benchmarks, tests) is read from there.
+
+The helpers shared by several methods (`EPSILON`, `all_finite`, `normalized_weights`,
+`renormalize`, `require_grad_norms`) live here too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import keras
 from keras import ops
+
+from keras_mtl.config import WeightingConfig
+
+# Divisor floor: losses, loss ratios and norms are positive in practice; this only keeps a
+# zero (a task with no gradient at W, a perfect batch) from producing inf/NaN weights.
+EPSILON = 1e-12
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the registry, the command line and the result tables know of a weighting method.
+
+    Args:
+        name: the `--multi_task_type` name (the registry key).
+        label: the method's row label in result tables.
+        aliases: other names `--multi_task_type` accepts for it.
+        config_fields: the `keras_mtl.config.WeightingConfig` fields (one flag each) it reads,
+            besides `task_weights` which every method reads.
+
+    Example:
+
+    ```python
+    info = MethodInfo("grad_norm", "GradNorm (Chen et al.)", config_fields=("grad_norm_alpha",))
+    ```
+    """
+
+    name: str
+    label: str
+    aliases: tuple[str, ...] = ()
+    config_fields: tuple[str, ...] = ()
+
+
+def normalized_weights(initial_weights: Sequence[float]) -> list[float]:
+    """Scales positive weights so that they sum to the number of tasks (GradNorm's invariant)."""
+    total = float(sum(initial_weights))
+    return [len(initial_weights) * float(w) / total for w in initial_weights]
+
+
+def all_finite(*tensors):
+    """Scalar boolean tensor: True when every element of every tensor is finite."""
+    return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors]))
+
+
+def renormalize(weights, min_weight: float):
+    """Clips weights to >= `min_weight`, then rescales them to sum to their count."""
+    weights = ops.maximum(weights, min_weight)
+    count = ops.cast(ops.shape(weights)[0], "float32")
+    return count * weights / ops.sum(weights)
 
 
 class Weighting(keras.layers.Layer):
@@ -56,6 +112,8 @@ class Weighting(keras.layers.Layer):
     ```
     """
 
+    # The method's name, aliases, table label and flags (see `MethodInfo`); every subclass sets it.
+    info: ClassVar[MethodInfo]
     # Where the trainer must measure per-task gradient norms: None, "shared_kernel" or
     # "shared_features".
     grad_norm_source: ClassVar[str | None] = None
@@ -117,10 +175,6 @@ class Weighting(keras.layers.Layer):
         vector = self.weight_vector()
         return {name: vector[i] for i, name in enumerate(self.task_names)}
 
-    def no_weight_decay_variables(self) -> list[keras.Variable]:
-        """Weighting variables the trainer must exclude from weight decay (all trainable ones)."""
-        return list(self.trainable_weights)
-
     def combine_gradients(self, task_gradients: Mapping[str, Sequence[object]]) -> list:
         """Combines per-task gradients (lists over the shared variables) into one list."""
         raise NotImplementedError(f"{type(self).__name__} does not combine gradients")
@@ -143,3 +197,34 @@ class Weighting(keras.layers.Layer):
             {"task_names": list(self.task_names), "initial_weights": list(self.initial_weights)}
         )
         return config
+
+    @classmethod
+    def from_weighting_config(
+        cls,
+        task_names: Sequence[str],
+        initial_weights: Sequence[float],
+        config: WeightingConfig,
+        **context,
+    ) -> Weighting:
+        """Builds the method from the run's `WeightingConfig` (the registry's constructor).
+
+        Methods with hyper-parameters override it to read their `info.config_fields`, raising
+        `UserError` that names the flag of a bad value.
+
+        Args:
+            task_names: the tasks, in order.
+            initial_weights: the `--task_weights` entries of `task_names`.
+            config: the weighting section of the run's configuration.
+            **context: `semantic_classes` and `seed`, for methods that need them.
+        """
+        del config, context
+        return cls(task_names, initial_weights)
+
+
+def require_grad_norms(weighting: Weighting, grad_norms: Mapping[str, object] | None) -> None:
+    """Raises ValueError when a method that asks for gradient norms is updated without them."""
+    if grad_norms is None:
+        raise ValueError(
+            f"{type(weighting).__name__}.update needs grad_norms measured at "
+            f"{weighting.grad_norm_source!r}; the trainer must pass them"
+        )

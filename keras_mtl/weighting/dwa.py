@@ -16,8 +16,7 @@ from keras import ops
 
 from keras_mtl.config import WeightingConfig
 from keras_mtl.errors import UserError
-from keras_mtl.weighting.base import Weighting
-from keras_mtl.weighting.grad_norm import EPSILON
+from keras_mtl.weighting.base import EPSILON, MethodInfo, Weighting
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -43,7 +42,7 @@ class DynamicWeightAverage(Weighting):
     ```
     """
 
-    method_name = "dwa"
+    info = MethodInfo("dwa", "DWA (Liu et al.)", config_fields=("dwa_temperature",))
 
     def __init__(
         self,

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 
-from keras_mtl.config import WeightingConfig
-from keras_mtl.weighting.base import Weighting
+from keras_mtl.weighting.base import MethodInfo, Weighting
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -26,15 +23,4 @@ class EqualWeighting(Weighting):
     ```
     """
 
-    method_name = "vanilla"
-
-    @classmethod
-    def from_weighting_config(
-        cls,
-        task_names: Sequence[str],
-        initial_weights: Sequence[float],
-        config: WeightingConfig,
-        **context,
-    ) -> EqualWeighting:
-        del config, context
-        return cls(task_names, initial_weights)
+    info = MethodInfo("vanilla", "Vanilla (equal weights)")

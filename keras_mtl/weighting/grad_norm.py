@@ -18,38 +18,17 @@ from keras import ops
 from keras_mtl.config import WeightingConfig
 from keras_mtl.errors import UserError
 from keras_mtl.tasks import TASKS, num_channels
-from keras_mtl.weighting.base import Weighting
+from keras_mtl.weighting.base import (
+    EPSILON,
+    MethodInfo,
+    Weighting,
+    all_finite,
+    normalized_weights,
+    renormalize,
+    require_grad_norms,
+)
 
 INITIAL_LOSS_CHOICES = ("measured", "theoretical")
-# Divisor floor: losses, loss ratios and norms are positive in practice; this only keeps a
-# zero (a task with no gradient at W, a perfect batch) from producing inf/NaN weights.
-EPSILON = 1e-12
-
-
-def normalized_weights(initial_weights: Sequence[float]) -> list[float]:
-    """Scales positive weights so that they sum to the number of tasks (GradNorm's invariant)."""
-    total = float(sum(initial_weights))
-    return [len(initial_weights) * float(w) / total for w in initial_weights]
-
-
-def all_finite(*tensors):
-    """Scalar boolean tensor: True when every element of every tensor is finite."""
-    return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors]))
-
-
-def renormalize(weights, min_weight: float):
-    """Clips weights to >= `min_weight`, then rescales them to sum to their count."""
-    weights = ops.maximum(weights, min_weight)
-    count = ops.cast(ops.shape(weights)[0], "float32")
-    return count * weights / ops.sum(weights)
-
-
-def require_grad_norms(weighting: Weighting, grad_norms: Mapping[str, object] | None) -> None:
-    if grad_norms is None:
-        raise ValueError(
-            f"{type(weighting).__name__}.update needs grad_norms measured at "
-            f"{weighting.grad_norm_source!r}; the trainer must pass them"
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -85,7 +64,11 @@ class GradNormWeighting(Weighting):
     ```
     """
 
-    method_name = "grad_norm"
+    info = MethodInfo(
+        "grad_norm",
+        "GradNorm (Chen et al.)",
+        config_fields=("grad_norm_alpha", "grad_norm_lr", "grad_norm_initial_loss"),
+    )
     grad_norm_source = "shared_kernel"
 
     def __init__(

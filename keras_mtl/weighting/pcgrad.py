@@ -19,8 +19,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_mtl.config import WeightingConfig
-from keras_mtl.weighting.base import Weighting
-from keras_mtl.weighting.grad_norm import EPSILON
+from keras_mtl.weighting.base import EPSILON, MethodInfo, Weighting
 
 
 def _dense(gradient):
@@ -54,7 +53,7 @@ class PCGradWeighting(Weighting):
     ```
     """
 
-    method_name = "pcgrad"
+    info = MethodInfo("pcgrad", "PCGrad (Yu et al.)")
     needs_task_gradients = True
 
     def __init__(

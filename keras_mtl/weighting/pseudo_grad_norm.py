@@ -24,9 +24,10 @@ from keras import ops
 
 from keras_mtl.config import WeightingConfig
 from keras_mtl.errors import UserError
-from keras_mtl.weighting.base import Weighting
-from keras_mtl.weighting.grad_norm import (
+from keras_mtl.weighting.base import (
     EPSILON,
+    MethodInfo,
+    Weighting,
     all_finite,
     normalized_weights,
     renormalize,
@@ -68,7 +69,18 @@ class PseudoGradNormWeighting(Weighting):
     ```
     """
 
-    method_name = "pseudo_grad_norm"
+    # The original's command line spelled TI's method "learned" in places.
+    info = MethodInfo(
+        "pseudo_grad_norm",
+        "Pseudo-GradNorm (TI, seed's row)",
+        aliases=("learned",),
+        config_fields=(
+            "pseudo_grad_norm_alpha",
+            "pseudo_grad_norm_rate",
+            "pseudo_grad_norm_ema_short",
+            "pseudo_grad_norm_ema_long",
+        ),
+    )
     grad_norm_source = "shared_features"
 
     def __init__(

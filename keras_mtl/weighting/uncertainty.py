@@ -8,8 +8,8 @@ optimizer). The total loss is the negative log-likelihood up to constants:
     classification (cross-entropy):                                    exp(-s) L + 0.5 s
 
 At the optimum of s the effective weight is 1/L (Laplace) or 1/(2L): a negative total loss is
-expected, never select models or tune on it. Exclude the s variables from weight decay
-(`no_weight_decay_variables()`).
+expected, never select models or tune on it. The s variables are trained by the model's
+optimizer but never decayed (the trainer decays the network's variables only).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from keras import ops
 from keras_mtl.config import WeightingConfig
 from keras_mtl.errors import UserError
 from keras_mtl.tasks import TASKS
-from keras_mtl.weighting.base import Weighting
+from keras_mtl.weighting.base import MethodInfo, Weighting
 
 LIKELIHOOD_CHOICES = ("laplace", "gaussian")
 
@@ -61,7 +61,11 @@ class UncertaintyWeighting(Weighting):
     ```
     """
 
-    method_name = "uncertainty"
+    info = MethodInfo(
+        "uncertainty",
+        "Uncertainty (Kendall et al.)",
+        config_fields=("uncertainty_depth_likelihood",),
+    )
 
     def __init__(
         self,
@@ -99,10 +103,6 @@ class UncertaintyWeighting(Weighting):
         return ops.convert_to_tensor(self._loss_coefficients) * ops.exp(
             -self._log_variance_vector()
         )
-
-    def no_weight_decay_variables(self) -> list[keras.Variable]:
-        """The log-variance variables, which the trainer must exclude from weight decay."""
-        return list(self.log_variances)
 
     def get_config(self) -> dict:
         config = super().get_config()
