@@ -29,7 +29,6 @@ import statistics
 import tempfile
 import time
 import warnings
-import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,10 +37,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl.checkpoints import at_input_size, load_model, model_contract
 from keras_mtl.data.layout import FLOW_DIR
 from keras_mtl.data.pipeline import NORMALIZATION_OFFSET, NORMALIZATION_SCALE, normalize_inputs
 from keras_mtl.errors import UserError
 from keras_mtl.io import write_bytes_atomic, write_json_atomic
+from keras_mtl.models import unwrap_model
 from keras_mtl.tasks import INPUT_NAMES, MOTION_CLASSES, TASK_NAMES, TASKS
 
 FORMATS: tuple[str, ...] = ("saved_model", "tflite", "tflite_fp16", "tflite_int8", "onnx")
@@ -150,58 +151,6 @@ def _input_specs(model: keras.Model) -> dict[str, tuple[int, ...]]:
     if inputs is None:
         inputs = {tensor.name: tensor for tensor in model.inputs}
     return {name: tuple(tensor.shape[1:]) for name, tensor in inputs.items()}
-
-
-def load_network(checkpoint: str | os.PathLike) -> keras.Model:
-    """Loads the functional network from a `.keras` file: `model_best.keras` or a trainer's
-    `checkpoint.keras` (its `.model`).
-
-    Raises:
-        UserError: the file is missing, not a `.keras` archive, or not a keras-mtl model
-            (inputs flow, rgb; outputs depth, semantic, motion).
-    """
-    path = os.fspath(checkpoint)
-    if not os.path.isfile(path):
-        raise UserError(
-            f"--checkpoint {path}: no such file; pass a .keras file written by train.py"
-        )
-    if not path.endswith(".keras") or not zipfile.is_zipfile(path):
-        raise UserError(
-            f"--checkpoint {path}: not a Keras .keras archive; pass model_best.keras or "
-            "checkpoint.keras from a training run"
-        )
-    from keras_mtl.models import unwrap_model
-    from keras_mtl.training import load_functional_model
-
-    try:
-        loaded = load_functional_model(path)
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any load failure is a bad file for the user
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError(
-            f"--checkpoint {path}: could not be loaded as a keras-mtl model ({first_line[:300]})"
-        ) from None
-    network = unwrap_model(loaded)
-    check_network(network, where=f"--checkpoint {path}")
-    return network
-
-
-def check_network(model: Any, where: str = "model") -> None:
-    """Raises UserError unless `model` has inputs flow, rgb and outputs depth, semantic, motion."""
-    if not isinstance(model, keras.Model):
-        raise UserError(f"{where}: holds a {type(model).__name__}, not a keras-mtl model")
-    try:
-        input_names = set(_input_specs(model))
-        output_names = set(model.output) if isinstance(model.output, dict) else set()
-    except (AttributeError, ValueError):
-        input_names, output_names = set(), set()
-    if input_names != set(INPUT_NAMES) or output_names != set(TASK_NAMES):
-        raise UserError(
-            f"{where}: not a keras-mtl multi-task model (inputs {sorted(input_names)}, outputs "
-            f"{sorted(output_names)}; expected inputs {list(INPUT_NAMES)} and outputs "
-            f"{list(TASK_NAMES)})"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,21 +539,14 @@ def export_model(
     say = print if verbose else (lambda *args, **kwargs: None)
 
     if isinstance(checkpoint, keras.Model):
-        from keras_mtl.models import unwrap_model
-
-        network = unwrap_model(checkpoint)
-        check_network(network)
         source = type(checkpoint).__name__
+        model_contract(checkpoint, where=source, multitask=True)
+        network = unwrap_model(checkpoint)
     else:
-        network = load_network(checkpoint)
         source = os.fspath(checkpoint)
+        network = load_model(checkpoint, multitask=True)
     if img_resize is not None:
-        from keras_mtl.models import rebuild
-
-        try:
-            network = rebuild(network, img_resize)
-        except ValueError as error:
-            raise UserError(f"--img_resize {' '.join(map(str, img_resize))}: {error}") from None
+        network = at_input_size(network, img_resize, source=source)
     input_shape = _input_specs(network)["rgb"]
     img_size = (int(input_shape[0]), int(input_shape[1]))
     semantic_classes = int(network.output["semantic"].shape[-1])
