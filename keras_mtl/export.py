@@ -38,9 +38,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl.checkpoints import at_input_size, load_model, model_contract
+from keras_mtl.console import add_verbose_flag
 from keras_mtl.data.layout import FLOW_DIR
 from keras_mtl.data.pipeline import NORMALIZATION_OFFSET, NORMALIZATION_SCALE, normalize_inputs
-from keras_mtl.errors import UserError
+from keras_mtl.errors import FlagParser, UserError
+from keras_mtl.flags import add_config_flags
 from keras_mtl.io import write_bytes_atomic, write_json_atomic
 from keras_mtl.models import unwrap_model
 from keras_mtl.tasks import INPUT_NAMES, MOTION_CLASSES, TASK_NAMES, TASKS
@@ -762,41 +764,69 @@ def outputs_in_order(report: Mapping[str, Any]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `export.py` argument parser."""
-    parser = argparse.ArgumentParser(
+    """The `export.py` argument parser (every flag with its help and default)."""
+    parser = FlagParser(
         prog="export.py",
         description="Export a trained keras-mtl model (SavedModel, TFLite fp32/fp16/int8, ONNX) "
         "and check that every file reproduces the Keras model.",
     )
-    parser.add_argument("--checkpoint", required=True, help="model_best.keras or checkpoint.keras")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument(
+    add = parser.add_argument
+    add(
+        "--checkpoint",
+        required=True,
+        metavar="FILE.keras",
+        help="model_best.keras or checkpoint.keras (required)",
+    )
+    add("--out", required=True, metavar="DIR", help="output folder (required)")
+    add(
         "--formats",
         nargs="+",
         default=list(DEFAULT_FORMATS),
         metavar="FORMAT",
         help=f"any of {' '.join(FORMATS)} (default: {' '.join(DEFAULT_FORMATS)})",
     )
-    parser.add_argument(
-        "--img_resize",
-        nargs=2,
-        type=int,
-        metavar=("H", "W"),
-        help="export at this input size (multiples of 16)",
+    add_config_flags(
+        parser,
+        ("img_resize", "data_path", "flow_dir"),
+        defaults={},
+        default_help={
+            "img_resize": "the checkpoint's own size",
+            "data_path": "none: parity on synthetic pixels, no metrics, no int8",
+        },
     )
-    parser.add_argument("--data_path", help="dataset root: calibration (int8) and parity frames")
-    parser.add_argument("--flow_dir", default=FLOW_DIR, help="flow folder under --data_path")
-    parser.add_argument("--num_calibration", type=int, default=32, help="int8 calibration frames")
-    parser.add_argument("--num_eval", type=int, default=4, help="frames for parity and metrics")
-    parser.add_argument("--calibration_split", default="train")
-    parser.add_argument("--eval_split", default="val")
+    add(
+        "--num_calibration",
+        type=int,
+        default=32,
+        metavar="N",
+        help="int8 calibration frames (default: 32)",
+    )
+    add(
+        "--num_eval",
+        type=int,
+        default=4,
+        metavar="N",
+        help="frames of --eval_split for parity and the formats' metrics (default: 4)",
+    )
+    add(
+        "--calibration_split",
+        default="train",
+        metavar="SPLIT",
+        help="split of the int8 calibration frames (default: train)",
+    )
+    add(
+        "--eval_split",
+        default="val",
+        metavar="SPLIT",
+        help="split of the parity frames (default: val)",
+    )
     outputs = parser.add_mutually_exclusive_group()
     outputs.add_argument(
         "--argmax",
         dest="class_maps",
         action="store_true",
         default=True,
-        help="semantic and motion as int32 class maps (default)",
+        help="semantic and motion as int32 class maps (the default)",
     )
     outputs.add_argument(
         "--logits",
@@ -804,8 +834,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="semantic and motion as float32 logits",
     )
-    parser.add_argument("--latency_runs", type=int, default=10, help="timed calls per format")
-    parser.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: all)")
+    add(
+        "--latency_runs",
+        type=int,
+        default=10,
+        metavar="N",
+        help="timed calls per format (default: 10)",
+    )
+    add(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="LiteRT threads (default: all CPU cores)",
+    )
+    add_verbose_flag(parser)
     return parser
 
 
