@@ -573,6 +573,7 @@ def export_model(
         "eval_frames": {
             "source": f"{data_path}:{eval_split}" if data_path else "synthetic",
             "count": len(eval_inputs),
+            "size": list(img_size),
         },
         "thresholds": {
             "fp32_depth_atol_m": FP32_DEPTH_ATOL_M,
@@ -638,6 +639,9 @@ def export_model(
             check("onnx", "saved_model", fp32=True)
 
         if eval_targets is not None:
+            report["metrics_scope"] = metrics_scope(
+                len(eval_inputs), data_path, eval_split, img_size
+            )
             for name, values in outputs.items():
                 report["metrics"][name] = task_scores(values, eval_targets, semantic_classes)
             if "tflite_int8" in report["metrics"]:
@@ -665,6 +669,16 @@ def export_model(
             "files do not reproduce the Keras model"
         )
     return report
+
+
+def metrics_scope(count: int, data_path: str, split: str, img_size: Sequence[int]) -> str:
+    """What the report's metrics are computed on, said beside them: they compare the formats,
+    they are not the model's score (evaluate.py: the whole split at `--output_size`)."""
+    return (
+        f"{count} frames of {data_path}:{split}, truth resized to the export size "
+        f"{img_size[0]}x{img_size[1]}; they compare the formats: the model's score is "
+        "evaluate.py's (the whole split at --output_size)"
+    )
 
 
 def _check_arguments(
@@ -748,6 +762,8 @@ def format_report_table(report: Mapping[str, Any]) -> str:
         "  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if with_metrics and report.get("metrics_scope"):
+        lines.append(f"metrics: {report['metrics_scope']}")
     return "\n".join(lines)
 
 

@@ -170,7 +170,14 @@ def test_export_writes_every_format_and_a_consistent_report(exported):
     metrics, drop = report["metrics"], report["int8_drop"]
     for key in ("semantic_miou", "motion_miou"):
         assert drop[key] == pytest.approx(metrics["saved_model"][key] - metrics["tflite_int8"][key])
-    assert "tflite_int8" in export_lib.format_report_table(report)
+    # The formats' metrics say what they are computed on, so they cannot pass for evaluate.py's.
+    frames = report["eval_frames"]
+    assert frames["count"] == 2 and frames["size"] == list(EXPORT_SIZE)
+    assert report["metrics_scope"].startswith(f"2 frames of {frames['source']}")
+    assert "64x128" in report["metrics_scope"] and "evaluate.py" in report["metrics_scope"]
+    table = export_lib.format_report_table(report)
+    assert "tflite_int8" in table
+    assert table.splitlines()[-1] == f"metrics: {report['metrics_scope']}"
 
 
 def test_tflite_files_run_on_litert_and_match_keras(exported, frames, expected):
