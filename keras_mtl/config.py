@@ -1,19 +1,24 @@
-"""One configuration tree: data, model, train, weighting.
+"""One configuration tree: data, model, train, weighting, filled from YAML.
 
-YAML files in `configs/` fill it, command-line flags override it. Every flag of `train.py`
-maps to exactly one field here (the flag name is the field name). Unknown keys are errors.
+YAML files in `configs/` fill it; command-line flags override it. Each field carries what its
+flag shows (help text, metavar, what None means, fixed choices) in its metadata, through
+`option(...)`: `keras_mtl.flags` makes exactly one flag of each field (the flag name is the
+field name) and validates a resolved config against the registries. Unknown keys are errors.
 
 Example:
 
 ```python
 config = load_config("configs/synthetic.yaml", overrides={"epochs": 3})
 config.train.epochs  # 3
+config_fields()["epochs"].metadata["help"]  # "training epochs"
 ```
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,75 +28,188 @@ import yaml
 from keras_mtl.data.layout import DEFAULT_DATA_PATH, FLOW_DIR
 from keras_mtl.errors import UserError
 from keras_mtl.io import write_text_atomic
+from keras_mtl.tasks import SEMANTIC_CLASS_CHOICES, TASK_NAMES
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence | None = None,
+    metavar: str | tuple[str, ...] | None = None,
+    none: str | None = None,
+) -> Any:
+    """A config field with what its flag needs (`dataclasses.field` with metadata).
+
+    Args:
+        default: the field's default.
+        help: what the field is, for `--help`.
+        choices: allowed values, when they are fixed here (values that name registered
+            things, weighting methods or backbones, are `keras_mtl.flags.REGISTRY_CHOICES`).
+        metavar: how `--help` names the value(s), e.g. `("H", "W")`.
+        none: what None means, for fields whose default is None.
+
+    Example:
+
+    ```python
+    epochs: int = option(250, "training epochs")
+    ```
+    """
+    metadata = {"help": help, "choices": choices, "metavar": metavar, "none": none}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class DataConfig:
-    data_path: str = DEFAULT_DATA_PATH
-    flow_dir: str = FLOW_DIR
-    img_resize: tuple[int, int] = (384, 768)  # network input size (H, W), divisible by 16
-    output_size: tuple[int, int] = (1024, 2048)  # evaluation size of targets (H, W)
-    semantic_classes: int = 5
-    train_split: str = "train"
-    val_split: str = "val"
-    augment: bool = True
-    augment_zoom: str = "isotropic"  # "isotropic": depth-consistent zoom; "original": the seed's
-    shuffle: bool = True  # shuffle the training split (off: reproducible order, e.g. tests)
-    cache: bool = False  # cache decoded frames in memory (small datasets)
+    data_path: str = option(
+        DEFAULT_DATA_PATH, "dataset root in the Cityscapes multitask layout", metavar="DIR"
+    )
+    flow_dir: str = option(FLOW_DIR, "flow folder under --data_path", metavar="NAME")
+    img_resize: tuple[int, int] = option(
+        (384, 768), "network input size, multiples of 16", metavar=("H", "W")
+    )
+    output_size: tuple[int, int] = option(
+        (1024, 2048), "evaluation size of targets and predictions", metavar=("H", "W")
+    )
+    semantic_classes: int = option(
+        5,
+        "semantic classes: 5 (road, sky, pedestrian, vehicle, background) or 19 (Cityscapes)",
+        choices=SEMANTIC_CLASS_CHOICES,
+    )
+    train_split: str = option("train", "split to train on", metavar="SPLIT")
+    val_split: str = option("val", "split to validate on", metavar="SPLIT")
+    augment: bool = option(True, "augment training frames: rotate, scale-crop, flip")
+    augment_zoom: str = option(
+        "isotropic",
+        "zoom of the augmentation: isotropic (one factor, depth targets divided by it, "
+        "consistent depth) or original (the seed's: a factor per axis, depth unchanged)",
+        choices=("isotropic", "original"),
+    )
+    shuffle: bool = option(True, "shuffle the training split; off: a reproducible order")
+    cache: bool = option(False, "cache decoded frames in memory, for small datasets")
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "mobilenetv2_ericsun"
-    width_mult: float = 1.0
-    pretrained: str | None = None  # checkpoint to initialise from (by layer name)
-    dropout: float = 0.2  # ASPP channel dropout of every decoder
-    depth_scale: float = 1.0  # metres per unit of the linear depth head (1 = the original head)
-    depth_head: str = "log"  # "log": depth = exp(x + b), positive; "linear": the original head
-    depth_init: float | None = None  # log head's initial metres; None = train split's median
+    backbone: str = option(
+        "mobilenetv2_ericsun",
+        "MobileNetV2 variant of the streams and the encoder",
+    )
+    width_mult: float = option(1.0, "MobileNetV2 width multiplier")
+    pretrained: str | None = option(
+        None,
+        "initialise by layer name, where shapes match, from a .keras file: a run's "
+        "model_best.keras or checkpoint.keras",
+        metavar="FILE.keras",
+        none="random initialisation",
+    )
+    dropout: float = option(0.2, "ASPP channel dropout of every decoder")
+    depth_scale: float = option(
+        1.0, "metres per unit of the linear depth head; 1 = the original head"
+    )
+    depth_head: str = option(
+        "log",
+        "depth head: log, depth = exp(x + b) > 0; linear, the original",
+    )
+    depth_init: float | None = option(
+        None,
+        "initial depth of the log head, metres",
+        metavar="METRES",
+        none="the training split's median depth",
+    )
 
 
 @dataclass
 class WeightingConfig:
-    multi_task_type: str = "vanilla"
-    task_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # depth, semantic, motion
+    multi_task_type: str = option(
+        "vanilla",
+        "task weighting method, see docs/weighting.md; learned = pseudo_grad_norm",
+    )
+    task_weights: tuple[float, float, float] = option(
+        (1.0, 1.0, 1.0),
+        "initial task weights; fixed for vanilla and pcgrad",
+        metavar=("DEPTH", "SEMANTIC", "MOTION"),
+    )
     # GradNorm (Chen et al. 2018)
-    grad_norm_alpha: float = 1.5
-    grad_norm_lr: float = 0.025
-    grad_norm_initial_loss: str = "measured"  # "measured" (first step) or "theoretical" (log C)
+    grad_norm_alpha: float = option(1.5, "GradNorm: asymmetry alpha of the target norms")
+    grad_norm_lr: float = option(0.025, "GradNorm: step size of the task weights")
+    grad_norm_initial_loss: str = option(
+        "measured",
+        "GradNorm: L_i(0) measured at the first step, or theoretical: log C",
+    )
     # TI's pseudo GradNorm
-    pseudo_grad_norm_alpha: float = 0.75
-    pseudo_grad_norm_rate: float = 1e-4
-    pseudo_grad_norm_ema_short: float = 1e-3
-    pseudo_grad_norm_ema_long: float = 1e-6
-    # Kendall uncertainty: likelihood of the depth loss ("laplace" for L1-type, "gaussian" for L2)
-    uncertainty_depth_likelihood: str = "laplace"
+    pseudo_grad_norm_alpha: float = option(0.75, "pseudo-GradNorm: exponent alpha")
+    pseudo_grad_norm_rate: float = option(1e-4, "pseudo-GradNorm: step size of the weights")
+    pseudo_grad_norm_ema_short: float = option(
+        1e-3, "pseudo-GradNorm: short EMA rate of losses and gradient norms"
+    )
+    pseudo_grad_norm_ema_long: float = option(1e-6, "pseudo-GradNorm: long EMA rate of the losses")
+    # Kendall uncertainty
+    uncertainty_depth_likelihood: str = option(
+        "laplace",
+        "uncertainty: likelihood of the depth loss; laplace for L1-type, gaussian for L2",
+    )
     # DWA
-    dwa_temperature: float = 2.0
+    dwa_temperature: float = option(2.0, "DWA: softmax temperature")
 
 
 @dataclass
 class TrainConfig:
-    save_path: str = "runs/default"
-    epochs: int = 250
-    steps_per_epoch: int | None = None  # None = one pass over the training split
-    val_steps: int | None = None  # None = the whole validation split
-    batch_size: int = 16  # global, over all replicas
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 5
-    lr_milestones: tuple[float, ...] = (0.4, 0.8)  # fractions of epochs (original: 100, 200 of 250)
-    lr_gamma: float = 0.5
-    gpus: tuple[int, ...] = ()
-    cpu_replicas: int = 0
-    resume: bool = False
-    single_task: str | None = None
-    seed: int = 0
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    pivot_metric: str = "motion_miou"  # model_best.keras is chosen by this validation metric
-    depth_loss: str = "log_l1"  # "log_l1", "silog" or "smooth_l1" (the original, in metres)
-    class_weights: bool = False  # the original's class weights for semantic (5-class) and motion
+    save_path: str = option(
+        "runs/default",
+        "run folder: checkpoint.keras, model_best.keras, history.csv, config.yaml, logs/",
+        metavar="DIR",
+    )
+    epochs: int = option(250, "training epochs")
+    steps_per_epoch: int | None = option(
+        None, "optimizer steps per epoch", none="one pass over the training split"
+    )
+    val_steps: int | None = option(
+        None, "validation batches per epoch", none="the whole validation split"
+    )
+    batch_size: int = option(16, "global batch size, over all replicas")
+    lr: float = option(1e-4, "learning rate after warm-up, Adam")
+    weight_decay: float = option(1e-4, "coupled L2 weight decay, as PyTorch's Adam")
+    warmup_epochs: int = option(5, "epochs of linear learning-rate warm-up")
+    lr_milestones: tuple[float, ...] = option(
+        (0.4, 0.8),
+        "fractions of --epochs where the learning rate is multiplied by --lr_gamma; "
+        "the original: epochs 100 and 200 of 250",
+        metavar="FRACTION",
+    )
+    lr_gamma: float = option(0.5, "learning-rate factor at each milestone")
+    gpus: tuple[int, ...] = option(
+        (), "GPU ids: MirroredStrategy over them; one id: that GPU alone", metavar="ID"
+    )
+    cpu_replicas: int = option(
+        0, "logical CPU replicas, to run the distributed path on a CPU; 0: off"
+    )
+    resume: bool = option(
+        False, "continue the run in --save_path from its config.yaml and checkpoint.keras"
+    )
+    single_task: str | None = option(
+        None,
+        "train the single-task baseline of this task",
+        choices=TASK_NAMES,
+        none="all three tasks",
+    )
+    seed: int = option(0, "random seed of weights, data order and augmentation")
+    mixed_precision: bool = option(
+        False, "mixed_float16 compute; losses and variables stay float32"
+    )
+    jit_compile: bool = option(False, "XLA-compile the training step")
+    pivot_metric: str = option(
+        "motion_miou",
+        "validation metric that picks model_best.keras; a single-task run uses its task's",
+        metavar="METRIC",
+    )
+    depth_loss: str = option(
+        "log_l1",
+        "depth loss: log_l1, silog or smooth_l1 (the original, in metres)",
+    )
+    class_weights: bool = option(
+        False, "the original's class weights for semantic (5 classes) and motion"
+    )
 
 
 @dataclass
@@ -271,3 +389,28 @@ def resume_config(config: Config, flags: dict[str, Any]) -> Config:
             "drop the flag, or start a new run with another --save_path"
         )
     return resumed
+
+
+def config_fields() -> dict[str, dataclasses.Field]:
+    """Every field of the tree by name (names are unique across sections), in section order.
+
+    Example:
+
+    ```python
+    config_fields()["lr"].default  # 0.0001
+    ```
+    """
+    return {item.name: item for section in _section_types() for item in fields(section)}
+
+
+def field_types() -> dict[str, Any]:
+    """Every field's annotation, resolved (this module's annotations are strings)."""
+    hints: dict[str, Any] = {}
+    for section in _section_types():
+        hints.update(typing.get_type_hints(section))
+    return hints
+
+
+def _section_types() -> list[type]:
+    hints = typing.get_type_hints(Config)
+    return [hints[section.name] for section in fields(Config)]

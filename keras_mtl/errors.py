@@ -1,9 +1,11 @@
-"""User-facing errors and the CLI wrapper that prints them without a traceback."""
+"""User-facing errors: the exception, the CLI wrapper that prints it, and a parser that raises it."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -12,6 +14,23 @@ class UserError(Exception):
     The message must name the culprit (flag, file or folder) and say what to do.
     Command-line entry points print it as one line and exit with status 2.
     """
+
+
+class FlagParser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` whose errors are `UserError`s: one line, exit status 2
+    through `run_cli`, instead of argparse's usage block.
+
+    Example:
+
+    ```python
+    parser = FlagParser(prog="train.py")
+    parser.add_argument("--epochs", type=int)
+    parser.parse_args(["--epochs", "x"])  # UserError: argument --epochs: invalid int value ...
+    ```
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see python {self.prog} --help)")
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

@@ -29,7 +29,6 @@ import statistics
 import tempfile
 import time
 import warnings
-import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,10 +37,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl.checkpoints import at_input_size, load_model, model_contract
+from keras_mtl.console import add_verbose_flag
 from keras_mtl.data.layout import FLOW_DIR
 from keras_mtl.data.pipeline import NORMALIZATION_OFFSET, NORMALIZATION_SCALE, normalize_inputs
-from keras_mtl.errors import UserError
+from keras_mtl.errors import FlagParser, UserError
+from keras_mtl.flags import add_config_flags
 from keras_mtl.io import write_bytes_atomic, write_json_atomic
+from keras_mtl.models import unwrap_model
 from keras_mtl.tasks import INPUT_NAMES, MOTION_CLASSES, TASK_NAMES, TASKS
 
 FORMATS: tuple[str, ...] = ("saved_model", "tflite", "tflite_fp16", "tflite_int8", "onnx")
@@ -150,58 +153,6 @@ def _input_specs(model: keras.Model) -> dict[str, tuple[int, ...]]:
     if inputs is None:
         inputs = {tensor.name: tensor for tensor in model.inputs}
     return {name: tuple(tensor.shape[1:]) for name, tensor in inputs.items()}
-
-
-def load_network(checkpoint: str | os.PathLike) -> keras.Model:
-    """Loads the functional network from a `.keras` file: `model_best.keras` or a trainer's
-    `checkpoint.keras` (its `.model`).
-
-    Raises:
-        UserError: the file is missing, not a `.keras` archive, or not a keras-mtl model
-            (inputs flow, rgb; outputs depth, semantic, motion).
-    """
-    path = os.fspath(checkpoint)
-    if not os.path.isfile(path):
-        raise UserError(
-            f"--checkpoint {path}: no such file; pass a .keras file written by train.py"
-        )
-    if not path.endswith(".keras") or not zipfile.is_zipfile(path):
-        raise UserError(
-            f"--checkpoint {path}: not a Keras .keras archive; pass model_best.keras or "
-            "checkpoint.keras from a training run"
-        )
-    from keras_mtl.models import unwrap_model
-    from keras_mtl.training import load_functional_model
-
-    try:
-        loaded = load_functional_model(path)
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any load failure is a bad file for the user
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError(
-            f"--checkpoint {path}: could not be loaded as a keras-mtl model ({first_line[:300]})"
-        ) from None
-    network = unwrap_model(loaded)
-    check_network(network, where=f"--checkpoint {path}")
-    return network
-
-
-def check_network(model: Any, where: str = "model") -> None:
-    """Raises UserError unless `model` has inputs flow, rgb and outputs depth, semantic, motion."""
-    if not isinstance(model, keras.Model):
-        raise UserError(f"{where}: holds a {type(model).__name__}, not a keras-mtl model")
-    try:
-        input_names = set(_input_specs(model))
-        output_names = set(model.output) if isinstance(model.output, dict) else set()
-    except (AttributeError, ValueError):
-        input_names, output_names = set(), set()
-    if input_names != set(INPUT_NAMES) or output_names != set(TASK_NAMES):
-        raise UserError(
-            f"{where}: not a keras-mtl multi-task model (inputs {sorted(input_names)}, outputs "
-            f"{sorted(output_names)}; expected inputs {list(INPUT_NAMES)} and outputs "
-            f"{list(TASK_NAMES)})"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,21 +541,14 @@ def export_model(
     say = print if verbose else (lambda *args, **kwargs: None)
 
     if isinstance(checkpoint, keras.Model):
-        from keras_mtl.models import unwrap_model
-
-        network = unwrap_model(checkpoint)
-        check_network(network)
         source = type(checkpoint).__name__
+        model_contract(checkpoint, where=source, multitask=True)
+        network = unwrap_model(checkpoint)
     else:
-        network = load_network(checkpoint)
         source = os.fspath(checkpoint)
+        network = load_model(checkpoint, multitask=True)
     if img_resize is not None:
-        from keras_mtl.models import rebuild
-
-        try:
-            network = rebuild(network, img_resize)
-        except ValueError as error:
-            raise UserError(f"--img_resize {' '.join(map(str, img_resize))}: {error}") from None
+        network = at_input_size(network, img_resize, source=source)
     input_shape = _input_specs(network)["rgb"]
     img_size = (int(input_shape[0]), int(input_shape[1]))
     semantic_classes = int(network.output["semantic"].shape[-1])
@@ -629,6 +573,7 @@ def export_model(
         "eval_frames": {
             "source": f"{data_path}:{eval_split}" if data_path else "synthetic",
             "count": len(eval_inputs),
+            "size": list(img_size),
         },
         "thresholds": {
             "fp32_depth_atol_m": FP32_DEPTH_ATOL_M,
@@ -694,6 +639,9 @@ def export_model(
             check("onnx", "saved_model", fp32=True)
 
         if eval_targets is not None:
+            report["metrics_scope"] = metrics_scope(
+                len(eval_inputs), data_path, eval_split, img_size
+            )
             for name, values in outputs.items():
                 report["metrics"][name] = task_scores(values, eval_targets, semantic_classes)
             if "tflite_int8" in report["metrics"]:
@@ -721,6 +669,16 @@ def export_model(
             "files do not reproduce the Keras model"
         )
     return report
+
+
+def metrics_scope(count: int, data_path: str, split: str, img_size: Sequence[int]) -> str:
+    """What the report's metrics are computed on, said beside them: they compare the formats,
+    they are not the model's score (evaluate.py: the whole split at `--output_size`)."""
+    return (
+        f"{count} frames of {data_path}:{split}, truth resized to the export size "
+        f"{img_size[0]}x{img_size[1]}; they compare the formats: the model's score is "
+        "evaluate.py's (the whole split at --output_size)"
+    )
 
 
 def _check_arguments(
@@ -804,6 +762,8 @@ def format_report_table(report: Mapping[str, Any]) -> str:
         "  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if with_metrics and report.get("metrics_scope"):
+        lines.append(f"metrics: {report['metrics_scope']}")
     return "\n".join(lines)
 
 
@@ -820,41 +780,69 @@ def outputs_in_order(report: Mapping[str, Any]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `export.py` argument parser."""
-    parser = argparse.ArgumentParser(
+    """The `export.py` argument parser (every flag with its help and default)."""
+    parser = FlagParser(
         prog="export.py",
         description="Export a trained keras-mtl model (SavedModel, TFLite fp32/fp16/int8, ONNX) "
         "and check that every file reproduces the Keras model.",
     )
-    parser.add_argument("--checkpoint", required=True, help="model_best.keras or checkpoint.keras")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument(
+    add = parser.add_argument
+    add(
+        "--checkpoint",
+        required=True,
+        metavar="FILE.keras",
+        help="model_best.keras or checkpoint.keras (required)",
+    )
+    add("--out", required=True, metavar="DIR", help="output folder (required)")
+    add(
         "--formats",
         nargs="+",
         default=list(DEFAULT_FORMATS),
         metavar="FORMAT",
         help=f"any of {' '.join(FORMATS)} (default: {' '.join(DEFAULT_FORMATS)})",
     )
-    parser.add_argument(
-        "--img_resize",
-        nargs=2,
-        type=int,
-        metavar=("H", "W"),
-        help="export at this input size (multiples of 16)",
+    add_config_flags(
+        parser,
+        ("img_resize", "data_path", "flow_dir"),
+        defaults={},
+        default_help={
+            "img_resize": "the checkpoint's own size",
+            "data_path": "none: parity on synthetic pixels, no metrics, no int8",
+        },
     )
-    parser.add_argument("--data_path", help="dataset root: calibration (int8) and parity frames")
-    parser.add_argument("--flow_dir", default=FLOW_DIR, help="flow folder under --data_path")
-    parser.add_argument("--num_calibration", type=int, default=32, help="int8 calibration frames")
-    parser.add_argument("--num_eval", type=int, default=4, help="frames for parity and metrics")
-    parser.add_argument("--calibration_split", default="train")
-    parser.add_argument("--eval_split", default="val")
+    add(
+        "--num_calibration",
+        type=int,
+        default=32,
+        metavar="N",
+        help="int8 calibration frames (default: 32)",
+    )
+    add(
+        "--num_eval",
+        type=int,
+        default=4,
+        metavar="N",
+        help="frames of --eval_split for parity and the formats' metrics (default: 4)",
+    )
+    add(
+        "--calibration_split",
+        default="train",
+        metavar="SPLIT",
+        help="split of the int8 calibration frames (default: train)",
+    )
+    add(
+        "--eval_split",
+        default="val",
+        metavar="SPLIT",
+        help="split of the parity frames (default: val)",
+    )
     outputs = parser.add_mutually_exclusive_group()
     outputs.add_argument(
         "--argmax",
         dest="class_maps",
         action="store_true",
         default=True,
-        help="semantic and motion as int32 class maps (default)",
+        help="semantic and motion as int32 class maps (the default)",
     )
     outputs.add_argument(
         "--logits",
@@ -862,8 +850,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="semantic and motion as float32 logits",
     )
-    parser.add_argument("--latency_runs", type=int, default=10, help="timed calls per format")
-    parser.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: all)")
+    add(
+        "--latency_runs",
+        type=int,
+        default=10,
+        metavar="N",
+        help="timed calls per format (default: 10)",
+    )
+    add(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="LiteRT threads (default: all CPU cores)",
+    )
+    add_verbose_flag(parser)
     return parser
 
 

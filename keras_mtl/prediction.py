@@ -691,32 +691,18 @@ def _first_line(error: BaseException) -> str:
 def load_keras_network(path: str | os.PathLike, flag: str = "--checkpoint") -> Any:
     """The functional network of a `.keras` file (`model_best.keras` or a trainer's checkpoint).
 
-    The one place predictions load a checkpoint (through
-    `keras_mtl.training.load_functional_model`).
+    The one place predictions load a checkpoint (through `keras_mtl.checkpoints.load_model`,
+    which checks the model contract and names the flag and file in its errors).
 
     Raises:
-        UserError: missing file, not a `.keras` archive, or not loadable.
+        UserError: missing file, not a `.keras` archive, or not a keras-mtl network.
 
     Example:
         >>> network = load_keras_network("runs/synthetic/model_best.keras")
     """
-    import zipfile
+    from keras_mtl.checkpoints import load_model
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{flag} {path}: no such file; pass a .keras file written by train.py")
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"{flag} {path}: not a Keras .keras archive")
-    from keras_mtl.models import unwrap_model
-    from keras_mtl.training import load_functional_model
-
-    try:
-        loaded = load_functional_model(path)
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any load failure is a bad file for the user
-        raise UserError(f"{flag} {path}: could not be loaded ({_first_line(error)})") from None
-    return unwrap_model(loaded)
+    return load_model(path, flag=flag)
 
 
 class KerasRunner(ModelRunner):

@@ -1,4 +1,5 @@
-"""evaluate.py end to end on the tiny synthetic dataset with a tiny untrained model."""
+"""evaluate.py and keras_mtl.evaluation end to end on the tiny synthetic dataset with a tiny
+untrained model; the end-of-training table."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 import evaluate
+from keras_mtl import evaluation
 from keras_mtl.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +166,7 @@ def test_metrics_recomputed_from_prediction_files(evaluated, tiny_dataset):
     from keras_mtl.data.pipeline import list_stems
 
     results = evaluated["results"]
-    recomputed = evaluate.metrics_from_prediction_files(
+    recomputed = evaluation.metrics_from_prediction_files(
         evaluated["pred_dir"], tiny_dataset, "val", OUTPUT_SIZE, semantic_classes=5
     )
     assert recomputed["num_frames"] == 2
@@ -222,7 +224,7 @@ def test_saved_model_folder_gets_raw_pixels(tiny_dataset, tmp_path):
     from keras_mtl.metrics import DepthARD, MeanIoU, resize_predictions
 
     saved_model = ThresholdServingModule.save(tmp_path / "saved_model", IMG_RESIZE)
-    results = evaluate.evaluate(
+    results = evaluation.evaluate(
         str(tiny_dataset), str(saved_model), IMG_RESIZE, OUTPUT_SIZE, batch_size=2, progress=False
     )
     assert results["gmacs"] is None and results["num_frames"] == 2
@@ -257,12 +259,12 @@ def test_single_task_model_scores_its_task_only(tiny_dataset, tmp_path):
 
     path = tmp_path / "depth.keras"
     build_single_task_model("depth", IMG_RESIZE, width_mult=0.25).save(path)
-    results = evaluate.evaluate(
+    results = evaluation.evaluate(
         str(tiny_dataset), str(path), IMG_RESIZE, OUTPUT_SIZE, batch_size=2, progress=False
     )
     assert results["tasks"] == ["depth"]
     assert "depth_ard_percent" in results and "semantic_miou" not in results
-    assert "-----, -----" in evaluate.format_table(results)
+    assert "-----, -----" in evaluation.format_table(results)
 
 
 @pytest.fixture(scope="module")
@@ -326,3 +328,37 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: --img_resize 100 200")
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_training_results_table_reads_run_training_results():
+    results = {
+        "final": {"depth_ard_percent": 31.5, "semantic_miou": 40.25, "motion_miou": 55.0},
+        "best": {"epoch": 4, "depth_ard_percent": 30.0, "semantic_miou": 41.0, "motion_miou": 56.5},
+        "epochs": 5,
+        "per_class_iou": {
+            "semantic": {"road": 90.0, "sky": 80.5},
+            "motion": {"static": 98.0, "moving": 15.25},
+        },
+        "files": ["runs/x/checkpoint.keras", "runs/x/results.json"],
+    }
+    lines = evaluation.format_training_results(results).splitlines()
+    assert lines[:4] == [
+        "| Model | Depth(ARD%), Semantic(mIOU), Motion(mIOU) | Epoch |",
+        "|---|---|---|",
+        "| model_best.keras | 30.00, 41.00, 56.50 | 4 of 5 |",
+        "| last epoch | 31.50, 40.25, 55.00 | 5 of 5 |",
+    ]
+    assert "Semantic IoU per class (%): road 90.00, sky 80.50" in lines
+    assert "Motion IoU per class (%): static 98.00, moving 15.25" in lines
+    assert lines[-3:] == ["wrote:", "  runs/x/checkpoint.keras", "  runs/x/results.json"]
+
+
+def test_training_results_table_tolerates_missing_keys():
+    # Before run_training reports per-class IoU and files; a single-task run scores one task.
+    single = {"final": {"depth_ard_percent": 12.0}, "best": {"epoch": 2, "depth_ard_percent": 11.0}}
+    text = evaluation.format_training_results(single, save_path="runs/depth")
+    assert "| model_best.keras | 11.00, -----, ----- | 2 |" in text
+    assert text.splitlines()[-1] == "wrote into runs/depth"
+    assert "IoU per class" not in text
+    nothing = evaluation.format_training_results({"final": {}, "best": {}, "epochs": 0})
+    assert nothing == "no epoch finished: no validation metrics to report"

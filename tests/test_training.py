@@ -460,9 +460,10 @@ def read_rows(path: Path) -> tuple[list[str], list[dict]]:
 
 
 def test_history_and_resume_equal_uninterrupted_run(tmp_path):
+    from keras_mtl.checkpoints import load_model as load_functional_model
     from keras_mtl.config import apply_overrides
     from keras_mtl.errors import UserError
-    from keras_mtl.training import load_functional_model, run_training
+    from keras_mtl.training import run_training
 
     batches = tiny_batches(2, seed=2)
     datasets = (as_dataset(batches), as_dataset(tiny_batches(1, seed=3)))
@@ -547,8 +548,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_real_network_on_synthetic_data(tiny_dataset, tmp_path):
+    from keras_mtl.checkpoints import load_model as load_functional_model
     from keras_mtl.config import load_config
-    from keras_mtl.training import load_functional_model, run_training
+    from keras_mtl.training import run_training
 
     config = load_config(
         None,

@@ -121,10 +121,10 @@ def test_search_writes_summary_with_documented_keys(search):
 
 
 def test_export_best_writes_a_loadable_model_and_config(search):
-    from keras_mtl.export import load_network
+    from keras_mtl.checkpoints import load_model
 
     _, save_path, summary = search
-    network = load_network(save_path / tuning.BEST_MODEL_FILE)
+    network = load_model(save_path / tuning.BEST_MODEL_FILE, multitask=True)
     assert tuple(network.input["rgb"].shape[1:3]) == TINY["img_resize"]
     best_config = yaml.safe_load((save_path / tuning.BEST_CONFIG_FILE).read_text())
     weights = summary["best"]["task_weights"]

@@ -21,11 +21,11 @@ from keras_mtl.models.multitask import (
     build_multitask_model,
     build_single_task_model,
     check_img_size,
-    load_pretrained,
     rebuild,
     shared_trunk_of,
     unwrap_model,
 )
+from keras_mtl.models.pretrained import load_pretrained
 
 __all__ = [
     "BACKBONES",

@@ -18,15 +18,12 @@ from it to split the backward pass per task.
 
 from __future__ import annotations
 
-import importlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 
-from keras_mtl.errors import UserError
 from keras_mtl.models.blocks import SEPARATOR, fuse_streams
 from keras_mtl.models.decoders import (
     DEFAULT_DEPTH_INIT,
@@ -400,102 +397,3 @@ def rebuild(model: keras.Model, img_size: Sequence[int]) -> MultiTaskNet:
     resized = MultiTaskNet.from_config(config)
     resized.set_weights(model.get_weights())
     return resized
-
-
-def _load_source(checkpoint: str | os.PathLike | keras.Model) -> tuple[keras.Model, str]:
-    if isinstance(checkpoint, keras.Model):
-        return unwrap_model(checkpoint), type(checkpoint).__name__
-    path = os.fspath(checkpoint)
-    if not os.path.isfile(path):
-        raise UserError(f"pretrained checkpoint {path} does not exist: pass a .keras file")
-    if not path.endswith(".keras"):
-        raise UserError(f"pretrained checkpoint {path} is not a .keras file (the only format read)")
-    # A trainer checkpoint needs the trainer and weighting classes registered before loading.
-    try:
-        importlib.import_module("keras_mtl.training")
-    except ImportError:
-        pass
-    try:
-        loaded = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # noqa: BLE001 - any failure here is a bad file for the user
-        raise UserError(f"could not load pretrained checkpoint {path}: {error}") from error
-    return unwrap_model(loaded), path
-
-
-def _layers_with_weights(model: keras.Model) -> dict[str, keras.layers.Layer]:
-    layers = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            layers.update(_layers_with_weights(layer))
-        elif layer.weights:
-            layers[layer.name] = layer
-    return layers
-
-
-def _candidate_sources(name: str, source_names: set[str]) -> list[str]:
-    """Source layer names to try for target layer `name`, best first."""
-    candidates = [name]
-    prefix, _, rest = name.partition(SEPARATOR)
-    stems = [stem_prefix(input_name) for input_name in INPUT_NAMES]
-    decoders = [decoder_prefix(task) for task in TASK_NAMES]
-    if prefix in stems:
-        # A single-stream model's stem initialises both streams.
-        candidates += [f"{other}{SEPARATOR}{rest}" for other in stems if other != prefix]
-    elif prefix in decoders:
-        # A single decoder initialises every decoder (where shapes match).
-        candidates += [f"{other}{SEPARATOR}{rest}" for other in decoders if other != prefix]
-    return [candidate for candidate in candidates if candidate in source_names]
-
-
-def load_pretrained(
-    model: keras.Model, checkpoint: str | os.PathLike | keras.Model
-) -> dict[str, Any]:
-    """Copies weights into `model` by layer name where the shapes match.
-
-    A layer takes the weights of the source layer of the same name; failing that, a stem
-    (`flow_stem.*`/`rgb_stem.*`) takes the other stream's stem and a decoder takes another
-    task's decoder (so a single-task RGB model initialises both streams and all decoders, as
-    the original did). Layers whose shapes differ (e.g. a classifier with another class count)
-    are skipped.
-
-    Args:
-        model: the model to initialise (a `MultiTaskNet`, or the trainer holding one).
-        checkpoint: a `.keras` file (a functional model, or an object with a `.model`
-            attribute such as the trainer checkpoint) or a model.
-
-    Returns:
-        `{"source": str, "copied": {target layer: source layer}, "skipped": {target layer:
-        reason}}`.
-
-    Example:
-
-    ```python
-    report = load_pretrained(model, "runs/semantic/model_best.keras")
-    len(report["copied"]), report["skipped"]
-    ```
-    """
-    source, source_name = _load_source(checkpoint)
-    target_layers = _layers_with_weights(unwrap_model(model))
-    source_layers = _layers_with_weights(source)
-    copied: dict[str, str] = {}
-    skipped: dict[str, str] = {}
-    for name, layer in target_layers.items():
-        candidates = _candidate_sources(name, set(source_layers))
-        if not candidates:
-            skipped[name] = "not in source"
-            continue
-        shapes = [tuple(weight.shape) for weight in layer.weights]
-        reasons = []
-        for candidate in candidates:
-            source_weights = source_layers[candidate].get_weights()
-            if [tuple(weight.shape) for weight in source_weights] == shapes:
-                layer.set_weights(source_weights)
-                copied[name] = candidate
-                break
-            reasons.append(
-                f"shape mismatch with {candidate}: "
-                f"{[tuple(w.shape) for w in source_weights]} vs {shapes}"
-            )
-        else:
-            skipped[name] = "; ".join(reasons)
-    return {"source": source_name, "copied": copied, "skipped": skipped}

@@ -53,7 +53,6 @@ _RUN_NAMES = (
     "build_model",
     "build_trainer",
     "describe_run",
-    "load_functional_model",
     "load_trainer_state",
     "per_class_iou",
     "pivot_metric_of",

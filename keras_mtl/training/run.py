@@ -24,12 +24,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from keras_mtl.checkpoints import initialise_from_checkpoint
 from keras_mtl.config import RUN_CONFIG_NAME, Config, TrainConfig
 from keras_mtl.data.pipeline import make_dataset, median_depth
 from keras_mtl.errors import UserError
 from keras_mtl.io import write_json_atomic
 from keras_mtl.metrics import MeanIoU
-from keras_mtl.models import build_multitask_model, build_single_task_model, load_pretrained
+from keras_mtl.models import build_multitask_model, build_single_task_model
 from keras_mtl.tasks import TASK_NAMES, TASKS, class_names
 from keras_mtl.training.callbacks import (
     BEST_MODEL_NAME,
@@ -101,10 +102,12 @@ def build_model(config: Config) -> keras.Model:
             f"--img_resize/--backbone/--width_mult/--depth_scale/--depth_head/--depth_init: {error}"
         ) from None
     if model_config.pretrained:
-        if not Path(model_config.pretrained).exists():
-            raise UserError(f"--pretrained {model_config.pretrained}: no such file")
-        report = load_pretrained(model, model_config.pretrained)
-        print(f"pretrained: {report}")
+        report = initialise_from_checkpoint(model, model_config.pretrained)
+        print(
+            f"pretrained: {len(report['copied'])} layers copied from {report['source']}, "
+            f"{len(report['skipped'])} skipped",
+            flush=True,
+        )
     return model
 
 
@@ -196,15 +199,6 @@ def build_datasets(config: Config) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         **common,
     )
     return train_ds, val_ds
-
-
-def load_functional_model(path: str | os.PathLike) -> keras.Model:
-    """The functional model from a `.keras` file of either the trainer or the bare model."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such model file (expected a .keras checkpoint)")
-    loaded = keras.saving.load_model(path, compile=False)
-    return loaded.model if isinstance(loaded, MultiTaskTrainer) else loaded
 
 
 def load_trainer_state(trainer: MultiTaskTrainer, path: str | os.PathLike) -> int:
