@@ -5,8 +5,15 @@
 See `python predict.py --help` and `keras_mtl/prediction.py`.
 """
 
-from keras_mtl.errors import run_cli
-from keras_mtl.prediction import main
+import sys
+
+from keras_mtl.console import quiet_tensorflow
 
 if __name__ == "__main__":
-    run_cli(main)
+    quiet_tensorflow(sys.argv[1:])  # first: the imports below may load TensorFlow
+
+from keras_mtl.errors import run_cli  # noqa: E402
+from keras_mtl.prediction import main  # noqa: E402
+
+if __name__ == "__main__":
+    run_cli(main, sys.argv[1:])

@@ -75,7 +75,8 @@ from data_tools.flow import (
 )
 from keras_mtl.config import RUN_CONFIG_NAME
 from keras_mtl.data.layout import FLOW_METHOD_FILE, FLOW_OFFSET
-from keras_mtl.errors import UserError
+from keras_mtl.console import add_verbose_flag
+from keras_mtl.errors import FlagParser, UserError
 from keras_mtl.tasks import INPUT_NAMES, SEMANTIC_CLASS_CHOICES, TASK_NAMES
 from keras_mtl.visualize import depth_range_to_inverse, prediction_overlay
 
@@ -1382,7 +1383,7 @@ def _semantic_classes(
 
 def build_parser() -> argparse.ArgumentParser:
     """The `predict.py` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="predict.py",
         description="Predict depth, semantic classes and moving objects on your own footage "
         "(a video or a folder of frames) and write an overlay video and/or per-frame PNGs.",
@@ -1436,6 +1437,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="palette: 5 or 19 (default: what the model says)",
     )
     parser.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: all)")
+    add_verbose_flag(parser)
     return parser
 
 
