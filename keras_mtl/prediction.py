@@ -74,8 +74,8 @@ from data_tools.flow import (
     read_flow_method,
 )
 from keras_mtl.config import RUN_CONFIG_NAME
-from keras_mtl.data.layout import FLOW_METHOD_FILE, FLOW_OFFSET
 from keras_mtl.console import add_verbose_flag
+from keras_mtl.data.layout import FLOW_METHOD_FILE, FLOW_OFFSET
 from keras_mtl.errors import FlagParser, UserError
 from keras_mtl.tasks import INPUT_NAMES, SEMANTIC_CLASS_CHOICES, TASK_NAMES
 from keras_mtl.visualize import depth_range_to_inverse, prediction_overlay
