@@ -449,7 +449,8 @@ def test_models_without_the_right_inputs_are_refused(
     two_channel_flow = save_tiny_model(tmp_path / "two.keras", flow_channels=2)
     code, _, err = run_main(["--checkpoint", str(two_channel_flow), *footage], capsys)
     assert code == 2
-    assert_one_error_line(err, "--checkpoint", "input flow has shape", "[batch, H, W, 3]")
+    # The checkpoint loader's contract check names the flag, the file and the expected shape.
+    assert_one_error_line(err, "--checkpoint", "not a keras-mtl model", "[B, H, W, 3]")
     no_flow = save_tiny_model(tmp_path / "rgb_only.keras", flow_channels=3, with_flow=False)
     code, _, err = run_main(["--checkpoint", str(no_flow), *footage], capsys)
     assert code == 2
