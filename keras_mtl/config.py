@@ -38,6 +38,7 @@ def option(
     choices: Sequence | None = None,
     metavar: str | tuple[str, ...] | None = None,
     none: str | None = None,
+    switch: tuple[Any, Any] | None = None,
 ) -> Any:
     """A config field with what its flag needs (`dataclasses.field` with metadata).
 
@@ -48,6 +49,9 @@ def option(
             things, weighting methods or backbones, are `keras_mtl.flags.REGISTRY_CHOICES`).
         metavar: how `--help` names the value(s), e.g. `("H", "W")`.
         none: what None means, for fields whose default is None.
+        switch: (off, on) for a field that was a true/false switch before it took values:
+            YAML `false` / `true` read as these, and the flag also works as the old switch
+            (`--name` = on, `--no_name` = off).
 
     Example:
 
@@ -55,7 +59,13 @@ def option(
     epochs: int = option(250, "training epochs")
     ```
     """
-    metadata = {"help": help, "choices": choices, "metavar": metavar, "none": none}
+    metadata = {
+        "help": help,
+        "choices": choices,
+        "metavar": metavar,
+        "none": none,
+        "switch": switch,
+    }
     return field(default=default, metadata=metadata)
 
 
@@ -153,6 +163,14 @@ class WeightingConfig:
     dwa_temperature: float = option(2.0, "DWA: softmax temperature")
 
 
+# `--mixed_precision` value -> Keras dtype policy of the network.
+MIXED_PRECISION_POLICIES: dict[str, str] = {
+    "none": "float32",
+    "fp16": "mixed_float16",
+    "bf16": "mixed_bfloat16",
+}
+
+
 @dataclass
 class TrainConfig:
     save_path: str = option(
@@ -194,8 +212,13 @@ class TrainConfig:
         none="all three tasks",
     )
     seed: int = option(0, "random seed of weights, data order and augmentation")
-    mixed_precision: bool = option(
-        False, "mixed_float16 compute; losses and variables stay float32"
+    mixed_precision: str = option(
+        "none",
+        "mixed precision: fp16 (mixed_float16, with loss scaling) or bf16 (mixed_bfloat16, no "
+        "loss scaling: CPUs with AMX, recent GPUs); variables and losses stay float32; "
+        "the bare flag is fp16",
+        choices=tuple(MIXED_PRECISION_POLICIES),
+        switch=("none", "fp16"),
     )
     jit_compile: bool = option(False, "XLA-compile the training step")
     pivot_metric: str = option(
@@ -272,6 +295,9 @@ def _plain(value: Any) -> Any:
 def _coerce(section_obj: Any, name: str, value: Any, where: str) -> Any:
     """`value` in the type of the field's default; raises UserError naming `where` and `name`."""
     default = getattr(section_obj, name)
+    switch = next(f for f in fields(section_obj) if f.name == name).metadata.get("switch")
+    if switch is not None and isinstance(value, bool):
+        return switch[value]  # a config from when the field was a switch
     if isinstance(default, tuple):
         if not isinstance(value, list | tuple):
             raise UserError(f"{where}: {name} must be a list (e.g. {list(default)}), got {value!r}")

@@ -1,8 +1,9 @@
 """Evaluation of a trained model on a split: metrics at `output_size`, saved predictions, tables.
 
-The model runs at `img_resize` on the validation pipeline; its predictions are resized to
-`output_size` (depth bilinear, class maps argmax then nearest, `keras_mtl.metrics`) and
-compared with the targets at that size, streaming over the split (one batch in memory).
+The model runs at `img_resize` on the validation pipeline (a `.keras` network in its
+inference form, `keras_mtl.models.fold_for_inference`: the same outputs, fewer ops); its predictions are
+resized to `output_size` (depth bilinear, class maps argmax then nearest, `keras_mtl.metrics`)
+and compared with the targets at that size, streaming over the split (one batch in memory).
 A model is a `.keras` file (`model_best.keras`, a trainer's `checkpoint.keras`, a single-task
 model: only its tasks are scored) or a SavedModel folder from export.py, all loaded through
 `keras_mtl.checkpoints`.
@@ -49,7 +50,7 @@ from keras_mtl.data.pipeline import (
 from keras_mtl.errors import UserError
 from keras_mtl.io import write_bytes_atomic
 from keras_mtl.metrics import DELTA_M_CONVENTION, delta_m, resize_predictions, task_metrics
-from keras_mtl.models import OUTPUT_STRIDE
+from keras_mtl.models import OUTPUT_STRIDE, fold_for_inference
 from keras_mtl.tasks import SEMANTIC_CLASS_CHOICES, TASK_NAMES, TASKS
 from keras_mtl.visualize import prediction_grid
 
@@ -108,9 +109,17 @@ def _load_keras_model(path: str, img_resize: tuple[int, int]) -> LoadedModel:
     except (ImportError, ValueError) as error:
         notes.append(f"GMACs not counted: {_first_line(error)}")
 
+    # The inference form: BatchNorm folded, decoder tails before their upsampling; same
+    # outputs, fewer ops.
+    try:
+        inference_network = fold_for_inference(model)
+    except ValueError as error:  # a subclassed (not functional) network runs as it is
+        inference_network = model
+        notes.append(f"BatchNorm not folded: {_first_line(error)}")
+
     @tf.function(reduce_retracing=True)
     def predict(batch):
-        return model(batch, training=False)
+        return inference_network(batch, training=False)
 
     return LoadedModel(
         predict=predict,

@@ -1,6 +1,8 @@
-"""Export a trained network for serving: SavedModel, TFLite (fp32, fp16, int8), optional ONNX.
+"""Export a trained network for serving: SavedModel, TFLite (fp32, fp16, int8), ONNX.
 
-The exported graph is a *serving model* around the trained functional network:
+The exported graph is a *serving model* around the trained functional network in its inference
+form (`keras_mtl.models.fold_for_inference`: BatchNorms folded into the convolutions, decoder
+tails before their upsampling; the same function, fewer ops):
 
 - inputs `flow` and `rgb`: float32 [B, H, W, 3], RAW pixel values 0..255 as stored on disk
   (flow: u + 128, v + 128, confidence), normalised inside the graph with the same arithmetic as
@@ -8,9 +10,10 @@ The exported graph is a *serving model* around the trained functional network:
 - outputs `depth` (float32 [B, H, W, 1], metres), `semantic` and `motion` (int32 [B, H, W] class
   maps by default, float32 logits [B, H, W, C] with `class_maps=False`).
 
-Clients need TensorFlow (or LiteRT) only, no project code. After writing, `export_model` checks
-parity (SavedModel vs Keras, TFLite fp32 vs SavedModel) and fails if fp32 parity breaks; it
-measures int8 agreement, mIoU drop and CPU latencies and writes `export_report.json`.
+Clients need TensorFlow (or LiteRT, or onnxruntime) only, no project code. After writing,
+`export_model` checks parity (the folded network vs the trained one, SavedModel and ONNX vs the
+folded network, TFLite fp32 vs SavedModel) and fails if fp32 parity breaks; it measures int8
+agreement, mIoU drop and CPU latencies and writes `export_report.json`.
 
 Example:
 
@@ -44,7 +47,8 @@ from keras_mtl.data.pipeline import NORMALIZATION_OFFSET, NORMALIZATION_SCALE, n
 from keras_mtl.errors import FlagParser, UserError
 from keras_mtl.flags import add_config_flags
 from keras_mtl.io import write_bytes_atomic, write_json_atomic
-from keras_mtl.models import unwrap_model
+from keras_mtl.models import fold_batch_norms, fold_for_inference, unwrap_model
+from keras_mtl.models.folding import linear_tails
 from keras_mtl.tasks import INPUT_NAMES, MOTION_CLASSES, TASK_NAMES, TASKS
 
 FORMATS: tuple[str, ...] = ("saved_model", "tflite", "tflite_fp16", "tflite_int8", "onnx")
@@ -56,6 +60,7 @@ TFLITE_FILES: dict[str, str] = {
     "tflite_int8": "model_int8.tflite",
 }
 ONNX_FILE = "model.onnx"
+ONNX_OPSET = 17
 REPORT_FILE = "export_report.json"
 SIGNATURE = "serving_default"
 CLASS_TASKS: tuple[str, ...] = tuple(t for t in TASK_NAMES if TASKS[t].kind == "classification")
@@ -247,33 +252,60 @@ def convert_tflite(
     return path
 
 
-def convert_onnx(
-    saved_model_dir: str | os.PathLike, path: str | os.PathLike, opset: int = 17
+def export_onnx(
+    serving_model: keras.Model, path: str | os.PathLike, opset: int = ONNX_OPSET
 ) -> Path:
-    """Converts the SavedModel to ONNX with tf2onnx (an optional dependency), atomically.
+    """Writes `serving_model` as ONNX through Keras (`model.export(format="onnx")`, tf2onnx),
+    atomically.
+
+    The file takes the serving model's inputs by name (`flow`, `rgb`: float32 [B, H, W, 3] raw
+    pixels, any batch) and gives its outputs by name (`depth`, `semantic`, `motion`).
+
+    Args:
+        serving_model: from `build_serving_model` (on the folded network).
+        path: the `.onnx` file to write.
+        opset: ONNX opset.
 
     Raises:
         UserError: tf2onnx is not installed, or the conversion fails.
+
+    Example:
+
+    ```python
+    export_onnx(build_serving_model(fold_for_inference(network)), "exported/model.onnx")
+    ```
     """
     try:
         import tf2onnx  # noqa: F401
     except ImportError:
         raise UserError(
-            "--formats onnx needs tf2onnx: pip install tf2onnx onnx onnxruntime (see "
-            "docs/deployment.md)"
+            "--formats onnx needs tf2onnx and onnxruntime: pip install -r requirements.txt "
+            "(see docs/deployment.md)"
         ) from None
-    import subprocess
-    import sys
-
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", os.fspath(saved_model_dir)]
-    command += ["--signature_def", SIGNATURE, "--opset", str(opset), "--output", os.fspath(tmp)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0 or not tmp.is_file() or "Unsupported ops" in result.stderr:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.onnx")
+    # A dynamic batch; the named specs name the ONNX inputs.
+    signature = [
+        {
+            name: tf.TensorSpec((None, *shape), tf.float32, name=name)
+            for name, shape in _input_specs(serving_model).items()
+        }
+    ]
+    try:
+        with warnings.catch_warnings():
+            # Keras patches tf2onnx for NumPy 2 and trips NumPy's `np.object` FutureWarning.
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            serving_model.export(
+                os.fspath(tmp),
+                format="onnx",
+                verbose=False,
+                input_signature=signature,
+                opset_version=opset,
+            )
+    except Exception as error:  # noqa: BLE001 - converter errors come in several classes
         tmp.unlink(missing_ok=True)
-        errors = [line for line in result.stderr.splitlines() if "ERROR" in line][-3:]
-        raise UserError(f"ONNX conversion failed: {' | '.join(errors) or result.stderr[-400:]}")
+        message = " ".join(str(error).split())
+        raise UserError(f"ONNX conversion failed: {message[:600]}") from None
     os.replace(tmp, path)
     return path
 
@@ -302,15 +334,21 @@ def saved_model_runner(directory: str | os.PathLike) -> Callable:
     return run
 
 
-def onnx_runner(path: str | os.PathLike) -> Callable:
-    """A callable `runner(flow=..., rgb=...) -> dict` on an ONNX file (needs onnxruntime)."""
+def onnx_runner(path: str | os.PathLike, num_threads: int | None = None) -> Callable:
+    """A callable `runner(flow=..., rgb=...) -> dict` on an ONNX file (onnxruntime's CPU
+    provider with `num_threads` intra-op threads; default: onnxruntime's own choice)."""
     try:
         import onnxruntime
     except ImportError:
         raise UserError(
-            "checking the ONNX file needs onnxruntime: pip install onnxruntime"
+            "checking the ONNX file needs onnxruntime: pip install -r requirements.txt"
         ) from None
-    session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+    session = onnxruntime.InferenceSession(
+        os.fspath(path), options, providers=["CPUExecutionProvider"]
+    )
     names = [output.name for output in session.get_outputs()]
 
     def run(**inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -515,8 +553,9 @@ def export_model(
             functional network itself.
         out_dir: output folder (created): `saved_model/`, `model_fp32.tflite`,
             `model_fp16.tflite`, `model_int8.tflite`, `model.onnx`, `export_report.json`.
-        formats: a subset of `FORMATS`. TFLite and ONNX are converted from a SavedModel, kept
-            only when `saved_model` is asked for.
+        formats: a subset of `FORMATS`. Every format is made from the network's inference
+            form (`fold_for_inference`); TFLite is converted from a SavedModel (kept only when
+            `saved_model` is asked for), ONNX from the folded Keras network.
         img_resize: export at this (H, W) (the network is rebuilt with the same weights);
             default the network's own input size.
         data_path: dataset root; required for `tflite_int8` (calibration). With it, parity and
@@ -526,7 +565,7 @@ def export_model(
         num_eval: frames (from `eval_split`) for parity, metrics and the int8 mIoU drop.
         class_maps: True: argmax maps for semantic and motion; False: logits.
         latency_runs: timed calls per format (median reported), batch 1; 0 = no timing.
-        num_threads: LiteRT interpreter threads (default: all CPU cores).
+        num_threads: LiteRT interpreter and onnxruntime threads (default: all CPU cores).
         verbose: print progress and the final table.
 
     Returns:
@@ -552,7 +591,9 @@ def export_model(
     input_shape = _input_specs(network)["rgb"]
     img_size = (int(input_shape[0]), int(input_shape[1]))
     semantic_classes = int(network.output["semantic"].shape[-1])
-    serving = build_serving_model(network, class_maps=class_maps)
+    folded = fold_for_inference(network)
+    serving = build_serving_model(folded, class_maps=class_maps)
+    trained_serving = build_serving_model(network, class_maps=class_maps)
     threads = num_threads or os.cpu_count() or 1
 
     if data_path:
@@ -580,6 +621,14 @@ def export_model(
             "fp32_depth_rtol_of_max": FP32_DEPTH_RTOL,
             "fp32_min_agreement_percent": FP32_MIN_AGREEMENT_PERCENT,
         },
+        "folding": {
+            "batch_norms_folded": _count_batch_norms(network) - _count_batch_norms(folded),
+            "batch_norms_kept": _count_batch_norms(folded),
+            "linear_tails_folded": len(linear_tails(fold_batch_norms(network))),
+            "note": "every format is made from the network's inference form (BatchNorms folded "
+            "into the convolutions, decoder tails before their upsampling); parity 'folded' "
+            "compares it with the trained network ('keras')",
+        },
         "files": {},
         "parity": {},
         "metrics": {},
@@ -587,7 +636,11 @@ def export_model(
         "num_threads": threads,
     }
 
-    runners: dict[str, Callable] = {"keras": keras_runner(serving)}
+    # "keras" is the trained network as loaded (the reference), "folded" what is exported.
+    runners: dict[str, Callable] = {
+        "keras": keras_runner(trained_serving),
+        "folded": keras_runner(serving),
+    }
     outputs = {"keras": [runners["keras"](**frame) for frame in eval_inputs]}
     failures = []
 
@@ -602,6 +655,7 @@ def export_model(
         report["parity"][name] = diff
         say(f"  {name} vs {reference}: " + _format_diff(diff))
 
+    check("folded", "keras", fp32=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out) as scratch:
         saved_dir = out / SAVED_MODEL_DIR if "saved_model" in formats else Path(scratch) / "sm"
         say(f"writing SavedModel to {saved_dir}")
@@ -609,7 +663,7 @@ def export_model(
         if "saved_model" in formats:
             report["files"]["saved_model"] = _file_entry(saved_dir)
         runners["saved_model"] = saved_model_runner(saved_dir)
-        check("saved_model", "keras", fp32=True)
+        check("saved_model", "folded", fp32=True)
 
         calibration = None
         if "tflite_int8" in formats:
@@ -633,10 +687,10 @@ def export_model(
         if "onnx" in formats:
             path = out / ONNX_FILE
             say(f"converting onnx -> {path}")
-            convert_onnx(saved_dir, path)
+            export_onnx(serving, path)
             report["files"]["onnx"] = _file_entry(path)
-            runners["onnx"] = onnx_runner(path)
-            check("onnx", "saved_model", fp32=True)
+            runners["onnx"] = onnx_runner(path, num_threads=threads)
+            check("onnx", "folded", fp32=True)
 
         if eval_targets is not None:
             report["metrics_scope"] = metrics_scope(
@@ -656,7 +710,8 @@ def export_model(
                 )
         if latency_runs > 0:
             say(f"timing {latency_runs} calls per format (batch 1, {threads} LiteRT threads)")
-            runners["keras"] = keras_runner(serving, compiled=True)
+            runners["keras"] = keras_runner(trained_serving, compiled=True)
+            runners["folded"] = keras_runner(serving, compiled=True)
             for name, runner in runners.items():
                 report["latency_ms"][name] = median_latency_ms(runner, eval_inputs[0], latency_runs)
 
@@ -669,6 +724,10 @@ def export_model(
             "files do not reproduce the Keras model"
         )
     return report
+
+
+def _count_batch_norms(model: keras.Model) -> int:
+    return sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
 
 
 def metrics_scope(count: int, data_path: str, split: str, img_size: Sequence[int]) -> str:

@@ -84,6 +84,23 @@ class _Switch(argparse.Action):
         return " | ".join(self.option_strings)
 
 
+class _ValueOrSwitch(argparse.Action):
+    """`--name VALUE`, and the switch the field was before it took values (`option(switch=(off,
+    on))`): `--name` alone sets `on`, `--no_name` sets `off`."""
+
+    def __init__(self, option_strings, dest, switch, **kwargs):
+        name = option_strings[0][2:]
+        self.switch = tuple(switch)
+        super().__init__([f"--{name}", f"--no_{name}"], dest, nargs="?", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string.startswith("--no_"):
+            if values is not None:
+                parser.error(f"argument {option_string}: takes no value")
+            values = self.switch[0]
+        setattr(namespace, self.dest, self.switch[1] if values is None else values)
+
+
 def _shown(value: Any) -> str:
     """A default as one types it on the command line."""
     if isinstance(value, bool):
@@ -140,7 +157,8 @@ def add_config_flags(
 
     Flag name = field name. The annotation sets the value: a number or a string; a fixed tuple
     takes that many values (`--img_resize H W`), a `tuple[X, ...]` any number; a bool is a
-    switch, `--name` / `--no_name`; `X | None` takes an X. Choices (registries included) are
+    switch, `--name` / `--no_name`; `X | None` takes an X; a field declared with
+    `option(switch=(off, on))` takes a value and works as a switch too. Choices (registries included) are
     listed in `--help` and checked by `validate_config`.
 
     Args:
@@ -174,6 +192,8 @@ def add_config_flags(
         item = every[name]
         meta = item.metadata
         kwargs = _value_kwargs(hints[name])
+        if meta.get("switch") is not None:
+            kwargs.update(action=_ValueOrSwitch, switch=meta["switch"])
         choices = field_choices(name)
         if name in default_help:
             default, shown = None, default_help[name]

@@ -378,3 +378,117 @@ def test_load_pretrained_from_trainer_like_object(multitask):
     actual = _numpy_outputs(target, inputs)
     for task in expected:
         np.testing.assert_array_equal(actual[task], expected[task])
+
+
+# --------------------------------------------------------------------------- inference form
+
+
+def _assert_same_outputs(expected: dict, actual: dict, rtol: float = 1e-5) -> None:
+    """Equal to `rtol` of each output's largest value; depth as the log-depth the head computes
+    (exp turns its rounding into relative errors)."""
+    for task, value in expected.items():
+        got = actual[task]
+        if task == "depth" and np.all(value > 0):
+            value, got = np.log(value), np.log(got)
+        scale = np.abs(value).max()
+        np.testing.assert_allclose(got, value, atol=rtol * scale, err_msg=task)
+
+
+def test_folded_network_computes_the_same_outputs(multitask, single_semantic):
+    from keras_mtl.models import fold_for_inference
+    from keras_mtl.models.folding import linear_tails
+
+    for model in (multitask, single_semantic):
+        folded = fold_for_inference(model)
+        norms = [x for x in folded.layers if isinstance(x, keras.layers.BatchNormalization)]
+        assert not norms
+        assert sorted(folded.output) == sorted(model.output)
+        assert list(folded.input) == list(model.input)
+        inputs = _inputs(7)
+        _assert_same_outputs(_numpy_outputs(model, inputs), _numpy_outputs(folded, inputs))
+    # Every decoder's tail folds (19 classes too), a convolution keeps its name with a bias,
+    # and the result is a copy: changing the trained network leaves it alone.
+    assert len(linear_tails(fold_for_inference(multitask))) == 0
+    names = {layer.name for layer in folded.layers}
+    assert {"semantic_decoder.classifier_taps0", "semantic_decoder.classifier_shift"} <= names
+    assert "semantic_decoder.fuse_depthwise" not in names
+    assert folded.get_layer("encoder.block17.project").use_bias
+    before = _numpy_outputs(folded, _inputs(8))
+    single_semantic.get_layer("rgb_stem.block0").kernel.assign(
+        single_semantic.get_layer("rgb_stem.block0").kernel * 2.0
+    )
+    try:
+        _assert_same_outputs(before, _numpy_outputs(folded, _inputs(8)), rtol=0.0)
+    finally:
+        single_semantic.get_layer("rgb_stem.block0").kernel.assign(
+            single_semantic.get_layer("rgb_stem.block0").kernel / 2.0
+        )
+
+
+def test_rebuild_folded_at_another_size(multitask):
+    folded = rebuild(multitask, (96, 160), folded=True)
+    assert tuple(folded.input["rgb"].shape) == (None, 96, 160, 3)
+    inputs = _inputs(9, (96, 160), 1)
+    expected = _numpy_outputs(rebuild(multitask, (96, 160)), inputs)
+    _assert_same_outputs(expected, _numpy_outputs(folded, inputs))
+
+
+def test_folding_against_hand_built_graphs():
+    from keras_mtl.models import fold_batch_norms, fold_linear_tails
+
+    rng = np.random.default_rng(3)
+    low = keras.Input((4, 6, 32), name="low")
+    other = keras.Input((4, 6, 32), name="other")
+    image = keras.Input((8, 12, 4), name="image")
+    # A tail whose inputs are all upsampled (the head takes the depthwise bias and its own).
+    up_low = keras.layers.UpSampling2D(2, interpolation="bilinear")(low)
+    up_other = keras.layers.UpSampling2D(2)(other)
+    x = keras.layers.Concatenate()([up_low, up_other])
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    tail = keras.layers.Conv2D(2, 1, name="head")(x)  # 9 * 2 tap channels < 64
+    # A convolution read twice keeps its BatchNorm; a depthwise convolution folds its own.
+    conv = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(image)
+    kept = keras.layers.BatchNormalization(name="kept_bn")(conv)
+    depthwise = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw2")(conv)
+    folded_bn = keras.layers.BatchNormalization(name="dw2_bn")(depthwise)
+    side = keras.layers.Add()([kept, folded_bn])
+    model = keras.Model([low, other, image], {"tail": tail, "side": side})
+    for layer in model.layers:
+        weights = [rng.normal(0.0, 0.5, w.shape).astype("float32") for w in layer.weights]
+        if isinstance(layer, keras.layers.BatchNormalization):
+            weights[3] = rng.uniform(0.5, 2.0, weights[3].shape).astype("float32")
+        layer.set_weights(weights)
+
+    folded = fold_linear_tails(fold_batch_norms(model))
+    names = {layer.name for layer in folded.layers}
+    assert "kept_bn" in names and "dw2_bn" not in names and "dw" not in names
+    assert "head_taps0" in names and "head_taps1" in names and "head_kept_depthwise" not in names
+    inputs = [rng.normal(size=tuple(t.shape[1:])).astype("float32")[None] for t in model.inputs]
+    expected = {k: np.asarray(v) for k, v in model(inputs, training=False).items()}
+    actual = {k: np.asarray(v) for k, v in folded(inputs).items()}
+    _assert_same_outputs(expected, actual)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_network_and_its_folded_form(policy):
+    from keras_mtl.models import fold_for_inference
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = build_multitask_model((32, 32), width_mult=WIDTH)
+        folded = fold_for_inference(model)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    compute = policy.removeprefix("mixed_")
+    assert model.get_layer("encoder.block4.expand_bn").compute_dtype == compute
+    assert folded.get_layer("encoder.block4.expand").compute_dtype == compute
+    # The decoder tails compute in float32, as the classifier they replace.
+    assert folded.get_layer("semantic_decoder.classifier_taps0").compute_dtype == "float32"
+    inputs = _inputs(size=(32, 32), batch=1)
+    expected, actual = _numpy_outputs(model, inputs), _numpy_outputs(folded, inputs)
+    for task in expected:
+        assert expected[task].dtype == actual[task].dtype == np.float32
+    # 16-bit rounding (8 bits of mantissa for bfloat16) in both, in different places.
+    tolerance = 0.05 if compute == "bfloat16" else 0.01
+    _assert_same_outputs(expected, actual, rtol=tolerance)

@@ -45,7 +45,7 @@ def test_flags_override_the_config_file():
         ["--config", str(ROOT / "configs/synthetic.yaml"), "--epochs", "7"]
         + ["--img_resize", "64", "128", "--multi_task_type", "learned", "--mixed_precision"]
     )
-    assert config.train.epochs == 7 and config.train.mixed_precision is True
+    assert config.train.epochs == 7 and config.train.mixed_precision == "fp16"  # bare: fp16
     assert config.data.img_resize == (64, 128)
     assert config.weighting.multi_task_type == "pseudo_grad_norm"
     assert config.data.data_path == "data/synthetic" and config.model.width_mult == 0.35

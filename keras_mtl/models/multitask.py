@@ -30,6 +30,7 @@ from keras_mtl.models.decoders import (
     DEPTH_HEADS,
     deeplabv3plus_lite_decoder,
 )
+from keras_mtl.models.folding import fold_for_inference
 from keras_mtl.models.mobilenetv2 import (
     check_backbone,
     mobilenetv2_encoder,
@@ -376,7 +377,9 @@ def unwrap_model(model: keras.Model) -> keras.Model:
     return model
 
 
-def rebuild(model: keras.Model, img_size: Sequence[int]) -> MultiTaskNet:
+def rebuild(
+    model: keras.Model, img_size: Sequence[int] | None = None, *, folded: bool = False
+) -> keras.Model:
     """The same architecture at another input size, carrying the same weights.
 
     Every layer is size-independent (convolutions, BN, fixed x4 upsampling), so the weights
@@ -384,7 +387,21 @@ def rebuild(model: keras.Model, img_size: Sequence[int]) -> MultiTaskNet:
 
     Args:
         model: a `MultiTaskNet` (or an object whose `.model` is one, e.g. the trainer).
-        img_size: new (height, width), multiples of 16.
+        img_size: new (height, width), multiples of 16; None: the model's own.
+        folded: return the inference form (`fold_for_inference`: every BatchNorm folded into
+            the convolution before it, the decoders' linear tails moved before their
+            upsampling; the outputs of `model(x, training=False)` with fewer ops), a plain
+            functional `keras.Model` for evaluation and export, not for training.
+
+    Returns:
+        A `MultiTaskNet`; with `folded`, the folded functional `keras.Model`.
+
+    Example:
+
+    ```python
+    larger = rebuild(model, (512, 1024))
+    serving_network = rebuild(model, (384, 768), folded=True)
+    ```
     """
     model = unwrap_model(model)
     if not isinstance(model, MultiTaskNet):
@@ -393,7 +410,10 @@ def rebuild(model: keras.Model, img_size: Sequence[int]) -> MultiTaskNet:
             f"got {type(model).__name__}"
         )
     config = model.get_config()
-    config["img_size"] = list(check_img_size(img_size))
+    if img_size is not None:
+        config["img_size"] = list(check_img_size(img_size))
+    if folded and tuple(config["img_size"]) == tuple(model.img_size):
+        return fold_for_inference(model)  # a copy already: no rebuild needed
     resized = MultiTaskNet.from_config(config)
     resized.set_weights(model.get_weights())
-    return resized
+    return fold_for_inference(resized) if folded else resized

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from keras_mtl.checkpoints import initialise_from_checkpoint
-from keras_mtl.config import RUN_CONFIG_NAME, Config, TrainConfig
+from keras_mtl.config import MIXED_PRECISION_POLICIES, RUN_CONFIG_NAME, Config, TrainConfig
 from keras_mtl.data.pipeline import make_dataset, median_depth
 from keras_mtl.errors import UserError
 from keras_mtl.io import write_json_atomic
@@ -269,8 +269,8 @@ def run_training(
     pivot_metric = pivot_metric_of(train)
     if train.resume and not checkpoint.is_file():
         raise UserError(f"--resume: nothing to resume, {checkpoint} does not exist")
-    if train.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    if train.mixed_precision != "none":
+        keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[train.mixed_precision])
     keras.utils.set_random_seed(train.seed)
     if strategy is None:
         strategy = select_strategy(train.gpus, train.cpu_replicas)
