@@ -48,7 +48,7 @@ def test_flags_override_the_config_file():
     assert config.train.epochs == 7 and config.train.mixed_precision is True
     assert config.data.img_resize == (64, 128)
     assert config.weighting.multi_task_type == "pseudo_grad_norm"
-    assert config.data.data_path == "data/synthetic" and config.model.width_mult == 0.5
+    assert config.data.data_path == "data/synthetic" and config.model.width_mult == 0.35
 
 
 def test_seed_command_parses():
@@ -114,25 +114,25 @@ def test_resume_continues_the_saved_config_and_refuses_changes_to_it(tmp_path):
     run = tmp_path / "run"
     first = train.config_from_args(
         ["--config", str(ROOT / "configs/synthetic.yaml"), "--save_path", str(run)]
-        + ["--multi_task_type", "uncertainty", "--width_mult", "0.35", "--epochs", "3"]
+        + ["--multi_task_type", "uncertainty", "--width_mult", "0.25", "--epochs", "3"]
     )
     run.mkdir()
     first.save(run / "config.yaml")
-    # The shipped config says vanilla and width 0.5; the run folder's config wins.
+    # The shipped config says vanilla and width 0.35; the run folder's config wins.
     resumed = train.config_from_args(
         ["--config", str(ROOT / "configs/synthetic.yaml"), "--save_path", str(run)]
         + ["--resume", "--epochs", "6", "--lr", "0.001"]
     )
     assert resumed.weighting.multi_task_type == "uncertainty"
-    assert resumed.model.width_mult == 0.35
+    assert resumed.model.width_mult == 0.25
     assert resumed.train.epochs == 6 and resumed.train.lr == 0.001 and resumed.train.resume
-    same = train.config_from_args(["--save_path", str(run), "--resume", "--width_mult", "0.35"])
-    assert same.model.width_mult == 0.35 and same.data.data_path == first.data.data_path
+    same = train.config_from_args(["--save_path", str(run), "--resume", "--width_mult", "0.25"])
+    assert same.model.width_mult == 0.25 and same.data.data_path == first.data.data_path
     with pytest.raises(UserError, match=r"--multi_task_type grad_norm \(the run has uncertainty\)"):
         train.config_from_args(
             ["--save_path", str(run), "--resume", "--multi_task_type", "grad_norm"]
         )
-    with pytest.raises(UserError, match=r"--img_resize \[64, 128\] \(the run has \[128, 256\]\)"):
+    with pytest.raises(UserError, match=r"--img_resize \[64, 128\] \(the run has \[96, 192\]\)"):
         train.config_from_args(["--save_path", str(run), "--resume", "--img_resize", "64", "128"])
 
 
