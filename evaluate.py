@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flags(
         parser,
-        (*SHARED_FLAGS, "batch_size"),
+        (*SHARED_FLAGS, "batch_size", "overwrite"),
         defaults={"batch_size": 4},
         default_help={"semantic_classes": "the model's own; 5 for a SavedModel"},
         required=("data_path", "img_resize", "output_size"),
@@ -51,7 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--split", default="val", metavar="SPLIT", help="split to evaluate (default: val)")
     add("--json", metavar="OUT.json", help="write the results here (atomically)")
     add("--save_predictions", metavar="DIR", help="write per-frame prediction PNGs here")
-    add("--overwrite", action="store_true", help="allow a non-empty --save_predictions folder")
     add(
         "--single_task_results",
         nargs="+",

@@ -5,7 +5,13 @@ with its default) and overrides the `--config` file. The run folder (`--save_pat
 `checkpoint.keras` (every epoch), `model_best.keras`, `history.csv`, `config.yaml` and
 TensorBoard `logs/`; the run ends with a table of the best and the last epoch.
 `--resume` continues from the run folder's own `config.yaml` (flags given with it may extend
-`--epochs` or change the devices and data path, not the model, weighting or input size).
+`--epochs` or change the devices and data path, not the model, weighting or input size) and
+ends with the weights the run would have had without the interruption. One run at a time
+works in a folder (`run.lock`); a new run into a folder with an earlier run's results needs
+`--overwrite`, and those results stay until its first epoch is written. A NaN or infinite
+value stops the run with one line naming it (the files on disk are the last finite epoch's);
+a frame that does not decode stops it with one line naming the file, or is left out with
+`--skip_bad_frames`. See docs/reliability.md.
 
 Examples:
 
@@ -15,6 +21,7 @@ python train.py --multi_task_type uncertainty --img_resize 384 768 --output_size
     --gpus 0 1
 python train.py --config configs/synthetic.yaml --cpu_replicas 2   # distributed path on CPU
 python train.py --save_path runs/synthetic --resume               # continue a killed run
+python train.py --config configs/synthetic.yaml --overwrite        # start runs/synthetic anew
 ```
 """
 

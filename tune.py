@@ -1,9 +1,9 @@
 """Searches task weights with keras-tuner; the objective is a weight-independent validation score.
 
 Takes every config flag of train.py (data, model, training length, --gpus / --cpu_replicas,
-...) plus the search flags below. Rerunning the same command on the same --save_path resumes
-the search. Writes SAVE_PATH/summary.json and summary.txt; with --export_best also
-model_best.keras and best_config.yaml (retrain with
+--skip_bad_frames, ...) plus the search flags below. Rerunning the same command on the same
+--save_path resumes the search; --overwrite discards its trials. Writes SAVE_PATH/summary.json
+and summary.txt; with --export_best also model_best.keras and best_config.yaml (retrain with
 `python train.py --config SAVE_PATH/best_config.yaml`). The work is `keras_mtl.tuning`.
 
 Examples:
@@ -62,7 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate.py JSON of the single-task models: the objective becomes Delta_m "
         "(default: none, the mean task score)",
     )
-    add("--overwrite", action="store_true", help="discard the trials already in --save_path")
     add("--export_best", action="store_true", help="write the best trial's model and config")
     add_verbose_flag(parser)
     return parser
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         tuner=args.tuner,
         search=args.search,
         single_task_results=single_task_results,
-        overwrite=args.overwrite,
+        overwrite=config.train.overwrite,
         export_best=args.export_best,
     )
     print(tuning.format_summary_table(summary))

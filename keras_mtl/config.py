@@ -97,6 +97,11 @@ class DataConfig:
     )
     shuffle: bool = option(True, "shuffle the training split; off: a reproducible order")
     cache: bool = option(False, "cache decoded frames in memory, for small datasets")
+    skip_bad_frames: bool = option(
+        False,
+        "leave out a frame whose PNG does not decode, with a warning naming the file; "
+        "off: stop at it with one line naming the file",
+    )
 
 
 @dataclass
@@ -232,6 +237,12 @@ class TrainConfig:
     )
     class_weights: bool = option(
         False, "the original's class weights for semantic (5 classes) and motion"
+    )
+    overwrite: bool = option(
+        False,
+        "write over earlier results: train.py starts anew in a --save_path of an earlier run "
+        "(its files stay until the new run has written its first epoch), tune.py discards "
+        "the earlier trials, evaluate.py writes into a non-empty --save_predictions",
     )
 
 

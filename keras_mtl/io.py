@@ -1,6 +1,9 @@
 """Atomic file writes: a temp file in the same folder, then `os.replace`.
 
-An interrupted run never leaves a half-written file under the final name. TensorFlow-free, so
+An interrupted run never leaves a half-written file under the final name. A process killed
+while writing leaves its temp file behind: temp files are named `.<name>.<random>.partial`
+(`.<stem>.<random>.partial<suffix>` for `save_atomic`, whose writers want the suffix), and
+`remove_partial_writes` deletes them when a run starts in the folder. TensorFlow-free, so
 `data_tools` uses it too.
 """
 
@@ -9,10 +12,18 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+PARTIAL_MARKER = ".partial"
+# Temp files of these writers: `.<name>.<8 random chars>.partial[<suffix>]`, and those written
+# before the marker existed, `.<name>.<8 random chars>.tmp` and `.<stem>.<8 random chars>.keras`.
+_PARTIAL_NAME = re.compile(
+    r"^\..+\.[a-z0-9_]{8}(" + re.escape(PARTIAL_MARKER) + r"(\.\w+)?|\.tmp|\.keras)$"
+)
 
 
 @functools.cache
@@ -31,7 +42,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_MARKER)
     try:
         os.fchmod(handle, _new_file_mode())
         with os.fdopen(handle, "wb") as stream:
@@ -60,7 +71,9 @@ def save_atomic(save_fn: Callable[[str], None], path: str | os.PathLike) -> None
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    handle, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=PARTIAL_MARKER + path.suffix, dir=path.parent
+    )
     os.close(handle)
     os.remove(tmp)
     try:
@@ -69,3 +82,36 @@ def save_atomic(save_fn: Callable[[str], None], path: str | os.PathLike) -> None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def is_partial_write(path: str | os.PathLike) -> bool:
+    """True for the name of a temp file these writers use (see the module docstring)."""
+    return bool(_PARTIAL_NAME.match(Path(path).name))
+
+
+def remove_partial_writes(folder: str | os.PathLike) -> list[Path]:
+    """Deletes the temp files that interrupted atomic writes left directly in `folder`.
+
+    Call it only while no other process writes there (a run holds the folder's lock).
+
+    Args:
+        folder: the folder (a missing folder holds nothing).
+
+    Returns:
+        The paths removed.
+
+    Example:
+
+    ```python
+    remove_partial_writes("runs/a")  # [PosixPath("runs/a/.checkpoint.k2j4h5g6.partial.keras")]
+    ```
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and is_partial_write(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

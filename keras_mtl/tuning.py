@@ -48,7 +48,7 @@ import tensorflow as tf
 
 from keras_mtl.config import Config
 from keras_mtl.errors import UserError
-from keras_mtl.io import save_atomic, write_text_atomic
+from keras_mtl.io import remove_partial_writes, save_atomic, write_text_atomic
 from keras_mtl.tasks import TASK_NAMES, TASKS
 from keras_mtl.weighting import WEIGHTING_NAMES
 
@@ -170,6 +170,11 @@ def trial_config(config: Config, hp: kt.HyperParameters, search: str) -> Config:
     return dataclasses.replace(config, weighting=weighting, train=train)
 
 
+class BadInputError(kt.errors.FatalError, UserError):
+    """A frame that does not decode: ends the search (keras-tuner would only fail the trial
+    and go on to the next, which reads the same data), printed as one line by tune.py."""
+
+
 class MultiTaskHyperModel(kt.HyperModel):
     """Builds a compiled `MultiTaskTrainer` per trial and trains it with the project's callbacks.
 
@@ -212,13 +217,19 @@ class MultiTaskHyperModel(kt.HyperModel):
         return trainer
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, **kwargs):
-        from keras_mtl.training import NaNGuard, WeightingEpochEnd
+        from keras_mtl.training import NaNGuard, WeightingEpochEnd, data_error
 
         guard = NaNGuard(model.task_names)
         # The objective must be in the logs before keras-tuner's callbacks read them.
         own = [guard, WeightingEpochEnd(guard), ValidationObjective(self.single_task_results)]
         kwargs["callbacks"] = own + list(kwargs.get("callbacks") or [])
-        history = model.fit(*args, **kwargs)
+        try:
+            history = model.fit(*args, **kwargs)
+        except Exception as error:  # a frame that does not decode: every trial would meet it
+            user_error = data_error(error)
+            if user_error is None:
+                raise
+            raise BadInputError(str(user_error)) from None
         if guard.failure:
             # keras-tuner marks the trial failed and goes on with the next one.
             raise RuntimeError(f"trial diverged: {guard.failure}")
@@ -285,7 +296,8 @@ def run_search(
             `steps_per_epoch`, `val_steps`), `gpus` / `cpu_replicas` (the tuner's
             distribution strategy) and seed.
         save_path: search folder; keras-tuner keeps its trials in `save_path/search`. Running
-            again on the same folder resumes (finished trials are not rerun).
+            again on the same folder resumes (finished trials are not rerun). One search at a
+            time holds it (`run.lock`, see `keras_mtl.training.RunLock`).
         max_trials: trials of the random and Bayesian searches (>= 1).
         tuner: `random`, `bayesian` or `hyperband`.
         search: `weights`, `weights+lr` or `method` (see the module docstring).
@@ -304,9 +316,10 @@ def run_search(
         metrics at the best epoch).
 
     Raises:
-        UserError: bad arguments, unwritable `save_path`, or no trial finished.
+        UserError: bad arguments, unwritable `save_path`, a folder another run holds, a
+            frame that does not decode (named), or no trial finished.
     """
-    from keras_mtl.training import build_datasets, select_strategy
+    from keras_mtl.training import RunLock
 
     if not isinstance(max_trials, int) or max_trials < 1:
         raise UserError(f"--max_trials {max_trials}: must be at least 1")
@@ -315,19 +328,59 @@ def run_search(
     if tuner not in TUNERS:
         raise UserError(f"--tuner {tuner}: choose one of {', '.join(TUNERS)}")
     save_path = _prepare_dir(save_path)
+    with RunLock(save_path):
+        remove_partial_writes(save_path)
+        return _search_in_folder(
+            config,
+            save_path,
+            max_trials=max_trials,
+            tuner=tuner,
+            search=search,
+            single_task_results=single_task_results,
+            overwrite=overwrite,
+            export_best=export_best,
+            run_eagerly=run_eagerly,
+            datasets=datasets,
+            verbose=verbose,
+        )
+
+
+def _search_in_folder(
+    config: Config,
+    save_path: Path,
+    *,
+    max_trials: int,
+    tuner: str,
+    search: str,
+    single_task_results: Mapping[str, float] | None,
+    overwrite: bool,
+    export_best: bool,
+    run_eagerly: bool,
+    datasets: tuple[tf.data.Dataset, tf.data.Dataset] | None,
+    verbose: int | str,
+) -> dict[str, Any]:
+    """`run_search` once its folder is locked (see there)."""
+    from keras_mtl.training import build_datasets, select_strategy, steps_per_epoch_of
 
     # Logical CPU replicas must be configured before any TensorFlow op (datasets included).
     strategy = select_strategy(config.train.gpus, config.train.cpu_replicas)
     if strategy is tf.distribute.get_strategy():
         strategy = None  # the default strategy: keras-tuner needs no scope
-    train_ds, val_ds = datasets if datasets is not None else build_datasets(config)
-    steps_per_epoch = config.train.steps_per_epoch
-    if steps_per_epoch is None:
-        steps_per_epoch = int(train_ds.cardinality())
-        if steps_per_epoch <= 0:
-            raise UserError("--steps_per_epoch: the training dataset has no known length")
-    elif int(train_ds.cardinality()) != tf.data.INFINITE_CARDINALITY:
-        train_ds = train_ds.repeat()
+    if datasets is None:
+        # Every trial trains on the same stream of batches (from its first batch).
+        train_ds, val_ds = build_datasets(config)
+        steps_per_epoch = steps_per_epoch_of(config)
+    else:
+        train_ds, val_ds = datasets
+        steps_per_epoch = config.train.steps_per_epoch
+        if steps_per_epoch is None:
+            steps_per_epoch = int(train_ds.cardinality())
+            if steps_per_epoch <= 0:
+                raise UserError("--steps_per_epoch: the training dataset has no known length")
+        if int(train_ds.cardinality()) != tf.data.INFINITE_CARDINALITY:
+            train_ds = train_ds.repeat()
+    if config.train.val_steps is not None:
+        val_ds = val_ds.take(config.train.val_steps)  # the same batches every epoch
     objective = objective_for(single_task_results)
     hypermodel = MultiTaskHyperModel(
         config, search, steps_per_epoch, single_task_results, run_eagerly=run_eagerly
@@ -348,7 +401,6 @@ def run_search(
         validation_data=val_ds,
         epochs=config.train.epochs,
         steps_per_epoch=steps_per_epoch,
-        validation_steps=config.train.val_steps,
         verbose=verbose,
     )
     summary = summarize(keras_tuner, objective, config, search, tuner)
@@ -361,7 +413,10 @@ def run_search(
         best_model = keras_tuner.get_best_models(1)[0]
         save_atomic(best_model.model.save, save_path / BEST_MODEL_FILE)
         best_hp = keras_tuner.get_best_hyperparameters(1)[0]
-        trial_config(config, best_hp, search).save(save_path / BEST_CONFIG_FILE)
+        best_config = trial_config(config, best_hp, search)
+        # A command for this search folder, not for the run trained from it.
+        best_train = dataclasses.replace(best_config.train, overwrite=False)
+        dataclasses.replace(best_config, train=best_train).save(save_path / BEST_CONFIG_FILE)
         summary["best"]["model"] = os.fspath(save_path / BEST_MODEL_FILE)
         summary["best"]["config"] = os.fspath(save_path / BEST_CONFIG_FILE)
     write_summary(summary, save_path)

@@ -21,7 +21,7 @@ from keras_mtl.data.pipeline import (
     make_dataset,
     normalize_inputs,
 )
-from keras_mtl.errors import UserError
+from keras_mtl.errors import UserError, bad_input_report
 
 HEIGHT, WIDTH = 8, 16
 FX, BASELINE = 100.0, 0.5  # fx * baseline = 50: disparity d -> depth 50 / d
@@ -273,16 +273,24 @@ def _as_arrays(dataset) -> list[np.ndarray]:
     ]
 
 
-def test_training_pipeline_deterministic_given_seed(dataset_root) -> None:
+def test_training_stream_is_a_function_of_seed_and_sample_index(dataset_root) -> None:
     root, _ = dataset_root
-    kwargs = dict(img_resize=(8, 16), batch_size=5, training=True)
-    first = make_dataset(root, "train", seed=3, **kwargs)
-    again = make_dataset(root, "train", seed=3, **kwargs)
-    other = make_dataset(root, "train", seed=4, **kwargs)
-    epoch1, epoch2 = _as_arrays(first), _as_arrays(first)
-    np.testing.assert_array_equal(np.stack(epoch1), np.stack(_as_arrays(again)))
-    assert not np.array_equal(np.stack(epoch1), np.stack(_as_arrays(other)))
-    assert not np.array_equal(np.stack(epoch1), np.stack(epoch2))  # new epoch, new draws
+    kwargs = dict(img_resize=(8, 16), batch_size=2, training=True, repeat=True)
+    stream = _as_arrays(make_dataset(root, "train", seed=3, **kwargs).take(6))
+    again = _as_arrays(make_dataset(root, "train", seed=3, **kwargs).take(6))
+    other = _as_arrays(make_dataset(root, "train", seed=4, **kwargs).take(6))
+    np.testing.assert_array_equal(np.stack(stream), np.stack(again))
+    assert not np.array_equal(np.stack(stream), np.stack(other))
+    # 5 frames: batch 3 holds samples 6 and 7, pass 1 from position 1 on (a resumed run).
+    resumed = _as_arrays(make_dataset(root, "train", seed=3, first_batch=3, **kwargs).take(3))
+    np.testing.assert_array_equal(np.stack(resumed), np.stack(stream[3:]))
+    # Pass 2 (samples 10 to 13) is drawn anew: not the order and draws of pass 0.
+    pass_one = _as_arrays(make_dataset(root, "train", seed=3, first_batch=5, **kwargs).take(2))
+    assert not np.array_equal(np.stack(stream[:2]), np.stack(pass_one))
+    # The finite dataset is pass 0, the same every time it is iterated.
+    single = make_dataset(root, "train", seed=3, img_resize=(8, 16), batch_size=2, training=True)
+    np.testing.assert_array_equal(np.stack(_as_arrays(single)), np.stack(stream[:2]))
+    np.testing.assert_array_equal(np.stack(_as_arrays(single)), np.stack(stream[:2]))
 
 
 def test_repeat_and_no_augmentation(dataset_root) -> None:
@@ -474,5 +482,12 @@ def test_nineteen_class_train_ids_in_five_class_files_are_caught(good_copy) -> N
     with pytest.raises(UserError, match=f"{path.name}: 5-class labels must be 0..4 or 255"):
         load_frame(good_copy, "train", "aachen_000001_000019")
     dataset = make_dataset(good_copy, "train", img_resize=(8, 16), batch_size=5, training=False)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{path.name}: 5-class labels"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=f"{path.name}: 5-class labels"
+    ) as info:
         list(dataset)
+    # The line the tools print: the file relative to the data root, and what to do.
+    relative = path.relative_to(good_copy).as_posix()
+    report = bad_input_report(info.value)
+    assert report.startswith(f"--data_path {good_copy}: {relative}: 5-class labels must be")
+    assert report.endswith("write 5-class files with `python -m data_tools.labels`")

@@ -4,6 +4,18 @@ Files are found by stem (`keras_mtl.data.layout`), their headers checked in Pyth
 file raises a `UserError` naming it before any training starts), the camera JSON parsed once per
 frame, and everything else runs as native TensorFlow ops inside `tf.data`.
 
+A PNG whose header is fine but whose data does not decode is found only while decoding. Each
+frame is decoded in a small dataset of its own whose errors are caught (`ignore_errors`); a frame
+that yields nothing is replaced by an empty one marked undecoded, and only then is Python asked
+which file it was and why (`tf.py_function`). The dataset then stops with an error carrying one
+line that names the file relative to the data root (`keras_mtl.errors.bad_input_report` reads it
+back), or with `skip_bad_frames` logs that line once and leaves the frame out.
+
+Training order is a pure function of (seed, sample index): sample k (counted over the whole
+run) is position k mod N of pass k div N (N frames), each pass shuffled with a seed of its own
+(seed, pass), and its augmentation is drawn from (seed, k). A stream started at batch b
+(`first_batch`, resume) is exactly the tail of the stream started at batch 0.
+
 Example:
 
 ```python
@@ -18,6 +30,9 @@ targets["semantic"].dtype  # int32, 255 = ignore
 from __future__ import annotations
 
 import difflib
+import os
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +41,15 @@ import tensorflow as tf
 from keras_mtl.data import augment, layout
 from keras_mtl.data.labels import LABEL_ID_TO_TRAIN_ID
 from keras_mtl.data.layout import FLOW_DIR, FLOW_OFFSET, MAX_DEPTH, MIN_DEPTH, FrameFiles
-from keras_mtl.errors import UserError
+from keras_mtl.errors import BAD_INPUT_CLOSE, BAD_INPUT_OPEN, UserError, bad_input_text
 from keras_mtl.tasks import IGNORE_INDEX
 
 # Stored pixel values x (RGB, and flow as u + 128, v + 128, confidence) -> (x - 128) / 64.
 NORMALIZATION_OFFSET = 128.0
 NORMALIZATION_SCALE = 64.0
 _PNG_KEYS = ("rgb", "flow", "semantic", "motion", "disparity")
+# In the line that names a frame that does not decode (what the tools may add to it follows).
+UNDECODABLE = "regenerate or remove this frame"
 
 
 def normalize_inputs(flow, rgb):
@@ -118,12 +135,161 @@ def decode_png(path: tf.Tensor, key: str) -> tf.Tensor:
     return tf.io.decode_png(contents, channels=channels, dtype=tf.uint8)
 
 
-def _read_raw(record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Decodes the PNGs of one frame to their stored dtypes (compact, for caching)."""
-    raw = {key: decode_png(record[key], key) for key in _PNG_KEYS}
-    raw["fx_baseline"] = record["fx_baseline"]
-    raw["semantic_path"] = record["semantic"]
-    return raw
+_PNG_DTYPES = {"disparity": tf.uint16}  # every other PNG is 8-bit
+_PNG_CHANNELS = {"rgb": 3, "flow": 3}  # every other PNG is one channel
+
+
+def _decode_frame(record: dict) -> dict:
+    """A frame record with its PNGs decoded to their stored dtypes (`pixels`), `decoded` True."""
+    pixels = {key: decode_png(record["paths"][key], key) for key in _PNG_KEYS}
+    return {**record, "pixels": pixels, "decoded": tf.constant(True)}
+
+
+def _undecoded_frame(record: dict) -> dict:
+    """The stand-in of a frame that did not decode: empty images, `decoded` False."""
+    pixels = {
+        key: tf.zeros([0, 0, _PNG_CHANNELS.get(key, 1)], _PNG_DTYPES.get(key, tf.uint8))
+        for key in _PNG_KEYS
+    }
+    return {**record, "pixels": pixels, "decoded": tf.constant(False)}
+
+
+def _decode_or_mark(record: dict) -> tf.data.Dataset:
+    """One element: the decoded frame, or its undecoded stand-in when any PNG fails.
+
+    The decoding runs in a dataset of its own so that its error can be caught
+    (`ignore_errors`) without losing which frame it was; the frame's paths travel with it.
+    """
+    frame = tf.data.Dataset.from_tensors(record)
+    decoded = frame.map(_decode_frame).ignore_errors()
+    return decoded.concatenate(frame.map(_undecoded_frame)).take(1)
+
+
+def decode_frames(records: tf.data.Dataset) -> tf.data.Dataset:
+    """Decodes a dataset of frame records in parallel, in order, never failing on a bad PNG.
+
+    Args:
+        records: elements `{"paths": {key: path}, ...}` (see `frame_records`).
+
+    Returns:
+        The same elements plus `pixels` (`{key: image}`) and `decoded` (False for a frame
+        whose PNGs did not all decode: its images are then empty, see `bad_frame_line`).
+
+    Example:
+
+    ```python
+    stems, columns = frame_records("data/synthetic", "val")
+    frames = decode_frames(tf.data.Dataset.from_tensor_slices(columns))
+    ```
+    """
+    return records.interleave(
+        _decode_or_mark,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def bad_frame_line(data_path: str | Path, paths: dict[str, str]) -> tuple[str, str]:
+    """Which file of a frame does not decode, and why: (path relative to `data_path`, reason).
+
+    Decodes the frame's PNGs again, one by one (only ever called for a frame that failed).
+
+    Args:
+        data_path: the dataset root the user gave.
+        paths: the frame's PNG paths by key (`rgb`, `flow`, `semantic`, `motion`, `disparity`).
+
+    Example:
+
+    ```python
+    bad_frame_line("data", {"rgb": "data/leftImg8bit/train/a/a_1_2_leftImg8bit.png", ...})
+    # ("leftImg8bit/train/a/a_1_2_leftImg8bit.png", "corrupt PNG data (Invalid PNG data, ...)")
+    ```
+    """
+    for key in _PNG_KEYS:
+        path = paths[key]
+        try:
+            decode_png(tf.constant(path), key)
+        except tf.errors.NotFoundError as error:
+            return _relative(path, data_path), f"cannot be read ({_first_line(error.message)})"
+        except tf.errors.OpError as error:
+            return _relative(path, data_path), f"corrupt PNG data ({_first_line(error.message)})"
+    return _relative(paths["rgb"], data_path), "its frame could not be read (read error)"
+
+
+def _relative(path: str, data_path: str | Path) -> str:
+    try:
+        return Path(os.path.relpath(path, data_path)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return path
+
+
+def _first_line(text: str) -> str:
+    """TensorFlow's own words of an eager error, without its op and device decorations."""
+    text = re.sub(r"\{\{function_node [^}]*\}\}", "", text)
+    text = re.sub(r"\s*\[Op:[^\]]*\].*", "", text).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+def _frame_paths(values: list) -> dict[str, str]:
+    return {key: value.numpy().decode() for key, value in zip(_PNG_KEYS, values, strict=True)}
+
+
+def _check_decoded(element: dict, data_path: str | Path) -> tf.Operation:
+    """An in-graph guard: fails, naming the file (one line), when the frame did not decode."""
+
+    def report(*paths) -> bytes:
+        relative, reason = bad_frame_line(data_path, _frame_paths(list(paths)))
+        return bad_input_text(
+            f"--data_path {data_path}: {relative}: {reason}; {UNDECODABLE} "
+            f"(`python -m data_tools.check --data_path {data_path} --deep` lists every bad file)"
+        ).encode()
+
+    def describe() -> tf.Tensor:
+        line = tf.py_function(report, [element["paths"][key] for key in _PNG_KEYS], tf.string)
+        line.set_shape([])
+        return line
+
+    message = tf.cond(element["decoded"], lambda: tf.constant(""), describe)
+    return tf.debugging.Assert(element["decoded"], [message])
+
+
+def _skipper(data_path: str | Path, split: str, frame_count: int):
+    """A `filter` predicate that keeps decoded frames and logs each bad frame once.
+
+    Raises (inside the pipeline) when every frame of the split has failed: nothing is left to
+    read and the stream would otherwise search forever.
+    """
+    skipped: set[str] = set()
+
+    def log(*paths) -> bool:
+        frame_paths = _frame_paths(list(paths))
+        if frame_paths["rgb"] not in skipped:
+            skipped.add(frame_paths["rgb"])
+            relative, reason = bad_frame_line(data_path, frame_paths)
+            print(
+                f"warning: --skip_bad_frames: skipping a frame of split {split!r}: {relative}: "
+                f"{reason}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if len(skipped) >= frame_count:
+            raise ValueError(
+                bad_input_text(
+                    f"--data_path {data_path}, split {split!r}: none of its {frame_count} "
+                    "frame(s) decodes; regenerate the data"
+                )
+            )
+        return False
+
+    def keep(element: dict) -> tf.Tensor:
+        def skip() -> tf.Tensor:
+            kept = tf.py_function(log, [element["paths"][key] for key in _PNG_KEYS], tf.bool)
+            kept.set_shape([])
+            return kept
+
+        return tf.cond(element["decoded"], lambda: tf.constant(True), skip)
+
+    return keep
 
 
 # Real Cityscapes ships 19-class *_gtFine_labelTrainIds.png under the 5-class file name.
@@ -159,14 +325,19 @@ def _raw_to_example(raw: dict[str, tf.Tensor], semantic_classes: int) -> dict[st
     }
 
 
-def _check_five_class(raw: dict[str, tf.Tensor]) -> tf.Tensor:
-    """An in-graph guard: 19-class trainIds read as 5-class labels would train silently wrong."""
-    labels = raw["semantic"]
+def _check_five_class(labels: tf.Tensor, name: tf.Tensor, data_path: str | Path) -> tf.Operation:
+    """An in-graph guard: 19-class trainIds read as 5-class labels would train silently wrong.
+
+    Args:
+        labels: the stored 5-class label image.
+        name: the label file's path relative to `data_path` (string tensor).
+        data_path: the dataset root, named in the message.
+    """
     valid = tf.reduce_all(tf.logical_or(labels <= 4, tf.equal(labels, 255)))
-    return tf.debugging.Assert(
-        valid,
-        [tf.strings.join([raw["semantic_path"], _FIVE_CLASS_PROBLEM])],
+    message = tf.strings.join(
+        [f"{BAD_INPUT_OPEN}--data_path {data_path}: ", name, _FIVE_CLASS_PROBLEM + BAD_INPUT_CLOSE]
     )
+    return tf.debugging.Assert(valid, [message])
 
 
 def _to_model_io(
@@ -331,27 +502,70 @@ def frame_records(
     semantic_classes: int = 5,
     flow_dir: str = FLOW_DIR,
     check_files: bool = True,
-) -> tuple[list[str], dict[str, np.ndarray]]:
+) -> tuple[list[str], dict]:
     """Discovers a split and returns its stems and the per-frame file paths + fx * baseline.
 
     Args:
         check_files: check every PNG header (format, truncation, bit depth, sizes) first.
 
     Returns:
-        (stems, columns) with columns `rgb`, `flow`, `semantic`, `motion`, `disparity` (paths as
-        str) and `fx_baseline` (float32), one entry per stem.
+        (stems, columns), one entry per stem: `paths` (`{key: numpy array of path strings}`
+        for `rgb`, `flow`, `semantic`, `motion`, `disparity`), `semantic_name` (the label
+        file's path relative to `data_path`, for messages) and `fx_baseline` (float32).
+
+    Example:
+
+    ```python
+    stems, columns = frame_records("data/synthetic", "val")
+    columns["paths"]["rgb"][0]  # "data/synthetic/leftImg8bit/val/.../..._leftImg8bit.png"
+    ```
     """
     frames = layout.discover_frames(data_path, split, semantic_classes, flow_dir)
     if check_files:
         for frame in frames:
             layout.check_frame_files(frame)
-    columns: dict[str, np.ndarray] = {
-        key: np.array([str(getattr(frame, key)) for frame in frames]) for key in _PNG_KEYS
+    paths = {key: np.array([str(getattr(frame, key)) for frame in frames]) for key in _PNG_KEYS}
+    columns = {
+        "paths": paths,
+        "semantic_name": np.array([_relative(str(frame.semantic), data_path) for frame in frames]),
+        "fx_baseline": np.array(
+            [layout.read_camera(frame.camera) for frame in frames], dtype=np.float32
+        ),
     }
-    columns["fx_baseline"] = np.array(
-        [layout.read_camera(frame.camera) for frame in frames], dtype=np.float32
-    )
     return [frame.stem for frame in frames], columns
+
+
+def _pass_order(seed: int, pass_index: tf.Tensor, frame_count: int, shuffle: bool) -> tf.Tensor:
+    """The frame indices of one pass over the split: a permutation drawn from (seed, pass)."""
+    positions = tf.range(frame_count, dtype=tf.int64)
+    if not shuffle:
+        return positions
+    pass_seed = tf.stack([tf.constant(seed, tf.int64), pass_index])
+    return tf.random.experimental.stateless_shuffle(positions, seed=pass_seed)
+
+
+def _frame_table(columns: dict, frame_count: int) -> tf.data.Dataset:
+    """Every frame of the split decoded, stacked into one cached element (`cache=True`).
+
+    Frames of different sizes are padded to the largest; `sizes` keeps each image's own.
+    """
+
+    def with_sizes(element: dict) -> dict:
+        sizes = {key: tf.shape(image)[:2] for key, image in element["pixels"].items()}
+        return {**element, "sizes": sizes}
+
+    frames = decode_frames(tf.data.Dataset.from_tensor_slices(columns)).map(with_sizes)
+    return frames.padded_batch(frame_count).cache()
+
+
+def _frame_of_table(table: dict, index: tf.Tensor) -> dict:
+    """Frame `index` of a `_frame_table` element, its images cropped to their own sizes."""
+    frame = tf.nest.map_structure(lambda column: tf.gather(column, index), table)
+    sizes = frame.pop("sizes")
+    frame["pixels"] = {
+        key: image[: sizes[key][0], : sizes[key][1]] for key, image in frame["pixels"].items()
+    }
+    return frame
 
 
 def make_dataset(
@@ -371,8 +585,16 @@ def make_dataset(
     drop_remainder: bool | None = None,
     augment_data: bool | None = None,
     zoom: str = "isotropic",
+    first_batch: int = 0,
+    skip_bad_frames: bool = False,
 ) -> tf.data.Dataset:
     """The input pipeline of one split.
+
+    The frames form a stream of samples: sample k is position k mod N of pass k div N over the
+    N frames of the split (each pass in its own shuffled order when shuffling), augmented with
+    a seed drawn from (seed, k). Everything random is a function of the seed and the sample
+    index, so the stream started at `first_batch` equals the full stream from that batch on
+    (exact resume).
 
     Args:
         data_path: dataset root.
@@ -384,28 +606,48 @@ def make_dataset(
         output_size: (H, W) of the targets when not training (nearest); None = `img_resize`.
         semantic_classes: 5 (labelTrainIds) or 19 (labelIds mapped to trainIds).
         flow_dir: flow folder name.
-        seed: seeds shuffling and augmentation; the same seed gives the same batches.
-        shuffle: reshuffle every epoch (default: `training`).
-        repeat: repeat forever (default: False, so the cardinality is known).
-        cache: keep decoded frames in memory after the first epoch (small datasets).
+        seed: seeds shuffling and augmentation (stateless draws: the same seed gives the same
+            batches, whatever else the process did).
+        shuffle: shuffle each pass (default: `training`).
+        repeat: an endless stream of passes (default: False: one pass, pass 0, so the
+            cardinality is known; iterating it again gives the same batches).
+        cache: decode every frame once, on the first read, and keep them in memory (small
+            datasets: the whole split is decoded before the first batch).
         drop_remainder: drop a last partial batch (default: `training`).
         augment_data: apply the training augmentation (default: `training`); without it
             everything is resized to `img_resize`.
         zoom: the augmentation's zoom, `isotropic` (depth targets divided by the zoom) or
             `original` (see `keras_mtl.data.augment`).
+        first_batch: start the stream at this batch (a resumed run: epochs done x steps per
+            epoch); the batches are those the stream from batch 0 gives from there on.
+        skip_bad_frames: a frame with a PNG that does not decode is left out, with one warning
+            line naming the file, instead of stopping the dataset with that line (then the
+            cardinality is unknown, and the batches after a skipped frame shift by one frame).
 
     Returns:
         `tf.data.Dataset` of `({"flow", "rgb"}, {"depth", "semantic", "motion"})`; see
         docs/architecture.md ("Data").
 
     Raises:
-        UserError: bad arguments, layout problems or bad files (named).
+        UserError: bad arguments, layout problems or bad files (named). A PNG that is corrupt
+            inside (its header is fine) is found while reading: the dataset then raises a
+            TensorFlow error carrying one line that names the file, relative to `data_path`
+            (`keras_mtl.errors.bad_input_report`).
+
+    Example:
+
+    ```python
+    stream = make_dataset("data/synthetic", "train", img_resize=(128, 256), batch_size=8,
+                          training=True, repeat=True, seed=1, first_batch=120)
+    ```
     """
     img_resize = _check_size(img_resize, "--img_resize")
     if output_size is not None:
         output_size = _check_size(output_size, "--output_size")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"--batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(first_batch, int) or first_batch < 0:
+        raise ValueError(f"first_batch must be a non-negative integer, got {first_batch!r}")
     shuffle = training if shuffle is None else shuffle
     repeat = False if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
@@ -416,47 +658,78 @@ def make_dataset(
         raise UserError(f"--augment_zoom: {error}") from None
 
     stems, columns = frame_records(data_path, split, semantic_classes, flow_dir)
-    if drop_remainder and not repeat and len(stems) < batch_size:
+    frame_count = len(stems)
+    if drop_remainder and not repeat and frame_count < batch_size:
         raise UserError(
-            f"--data_path {data_path}, split {split!r}: {len(stems)} frame(s) make no full batch "
-            f"of --batch_size {batch_size}; lower the batch size or add frames"
+            f"--data_path {data_path}, split {split!r}: {frame_count} frame(s) make no full "
+            f"batch of --batch_size {batch_size}; lower the batch size or add frames"
         )
 
     autotune = tf.data.AUTOTUNE
-    dataset = tf.data.Dataset.from_tensor_slices(columns)
-    if cache:
-        dataset = dataset.map(_read_raw, num_parallel_calls=autotune).cache()
-    if shuffle:
-        dataset = dataset.shuffle(len(stems), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
 
-    def to_example(record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        raw = record if cache else _read_raw(record)
+    def one_pass(pass_index: tf.Tensor) -> tf.data.Dataset:
+        first = pass_index * frame_count
+        order = _pass_order(seed, pass_index, frame_count, shuffle)
+        samples = tf.data.Dataset.range(first, first + frame_count)
+        return tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(order), samples)
+
+    # (frame index, sample index) from `first_batch` on: only these light pairs are skipped.
+    first_sample = first_batch * batch_size
+    first_pass, offset = divmod(first_sample, frame_count)
+    last_pass = np.iinfo(np.int64).max if repeat else 1
+    indices = tf.data.Dataset.range(first_pass, max(first_pass, last_pass)).flat_map(one_pass)
+    indices = indices.skip(offset)
+    if cache:
+        table = _frame_table(columns, frame_count)
+        dataset = tf.data.Dataset.zip(indices, table.repeat()).map(
+            lambda pair, frames: {**_frame_of_table(frames, pair[0]), "sample": pair[1]}
+        )
+    else:
+        columns = tf.nest.map_structure(tf.constant, columns)
+        dataset = indices.map(
+            lambda index, sample: {
+                **tf.nest.map_structure(lambda column: tf.gather(column, index), columns),
+                "sample": sample,
+            }
+        )
+        dataset = decode_frames(dataset)
+    if skip_bad_frames:
+        dataset = dataset.filter(_skipper(data_path, split, frame_count))
+
+    def to_example(element: dict) -> dict[str, tf.Tensor]:
+        raw = {**element["pixels"], "fx_baseline": element["fx_baseline"]}
+        checks = [] if skip_bad_frames else [_check_decoded(element, data_path)]
         if semantic_classes == 5:
-            with tf.control_dependencies([_check_five_class(raw)]):
-                return {k: tf.identity(v) for k, v in _raw_to_example(raw, 5).items()}
+            checks.append(_check_five_class(raw["semantic"], element["semantic_name"], data_path))
+        with tf.control_dependencies(checks):
+            # The checks run first: nothing below reads the empty images of an undecoded frame.
+            raw = {key: tf.identity(value) for key, value in raw.items()}
         return _raw_to_example(raw, semantic_classes)
 
     if augment_data:
-        # One random int64 per element, fixed by the seed and different every epoch.
-        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip(dataset, randoms)
 
-        def prepare(record, random):
-            element_seed = tf.stack([random, tf.constant(seed, tf.int64)])
+        def prepare(element):
+            element_seed = tf.stack([tf.constant(seed, tf.int64), element["sample"]])
             example = augment.augment_for_training(
-                to_example(record), img_resize, element_seed, zoom
+                to_example(element), img_resize, element_seed, zoom
             )
             return _to_model_io(example)
 
     else:
         target_size = img_resize if training else output_size
 
-        def prepare(record):
-            example = augment.resize_for_validation(to_example(record), img_resize, target_size)
+        def prepare(element):
+            example = augment.resize_for_validation(to_example(element), img_resize, target_size)
             return _to_model_io(example)
 
     dataset = dataset.map(prepare, num_parallel_calls=autotune, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if repeat:
+        dataset = dataset.apply(
+            tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)
+        )
+    elif not skip_bad_frames:
+        samples = max(0, frame_count - first_sample)
+        batches = samples // batch_size if drop_remainder else -(-samples // batch_size)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(autotune)

@@ -5,9 +5,11 @@
 - `gradients.py`: the per-task split of the backward pass (`SharedSplit`, `SplitBackward`);
 - `schedule.py`: Adam on `WarmupMultiStepSchedule`;
 - `strategy.py`: `select_strategy` and the replica arithmetic;
-- `callbacks.py`: NaN guard, weighting epoch end, run artifacts, prediction pictures;
+- `callbacks.py`: divergence guard (`NaNGuard`), weighting epoch end, run artifacts,
+  prediction pictures;
 - `history.py`: history.csv (read, append, truncate, summarize);
-- `run.py`: `run_training` and its builders (model, trainer, datasets).
+- `run.py`: `run_training` and its builders (model, trainer, datasets), the run folder's lock
+  and rules (`RunLock`, `check_run_folder`).
 
 Example:
 
@@ -46,18 +48,25 @@ from keras_mtl.training.trainer import VALIDATION_METRICS, LastValue, MultiTaskT
 # run.py's names load on first use (PEP 562), so `import keras_mtl.training.trainer` (e.g. by
 # the checkpoint loader, which run.py may import) never pulls in run.py.
 _RUN_NAMES = (
+    "LOCK_NAME",
     "LOGS_DIR",
     "PREDICTIONS_NAME",
     "RESULTS_NAME",
+    "RESULT_NAMES",
+    "RunLock",
     "build_datasets",
     "build_model",
     "build_trainer",
+    "check_run_folder",
+    "data_error",
     "describe_run",
+    "earlier_run_files",
     "load_trainer_state",
     "per_class_iou",
     "pivot_metric_of",
     "resolve_depth_init",
     "run_training",
+    "steps_per_epoch_of",
 )
 
 

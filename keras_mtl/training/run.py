@@ -1,10 +1,17 @@
 """Running a training: build the model, trainer and datasets, fit, and write the run folder.
 
 `run_training(config)` is what train.py runs. The run folder (`train.save_path`) receives
-`config.yaml`, then every epoch `history.csv`, `model_best.keras` and `checkpoint.keras`
+every epoch `history.csv`, `model_best.keras`, `config.yaml` and `checkpoint.keras`
 (`keras_mtl.training.callbacks.RunArtifacts`) and TensorBoard logs under `logs/`, and at the
 end `predictions.png` (prediction grids of a few validation frames) and `results.json` (the
 returned summary).
+
+The folder belongs to one run at a time (`RunLock`, `run.lock` with the owner's PID and host);
+a run starting in it first deletes the temp files of atomic writes a killed run left behind. A
+new run in a folder with an earlier run's results needs `--overwrite` (or `--resume`), and the
+earlier files stay until the new run has written its first epoch. A NaN or infinite value of
+anything the run saves stops it with one line (`NaNGuard`); what is on disk is then the last
+finite epoch.
 
 Example:
 
@@ -17,8 +24,13 @@ results = run_training(config)  # {"final", "best", "epochs", "per_class_iou", "
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import errno
+import json
 import os
-from collections.abc import Callable
+import socket
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -26,9 +38,9 @@ import tensorflow as tf
 
 from keras_mtl.checkpoints import initialise_from_checkpoint
 from keras_mtl.config import MIXED_PRECISION_POLICIES, RUN_CONFIG_NAME, Config, TrainConfig
-from keras_mtl.data.pipeline import make_dataset, median_depth
-from keras_mtl.errors import UserError
-from keras_mtl.io import write_json_atomic
+from keras_mtl.data.pipeline import UNDECODABLE, list_stems, make_dataset, median_depth
+from keras_mtl.errors import UserError, bad_input_report
+from keras_mtl.io import remove_partial_writes, write_json_atomic
 from keras_mtl.metrics import MeanIoU
 from keras_mtl.models import build_multitask_model, build_single_task_model
 from keras_mtl.tasks import TASK_NAMES, TASKS, class_names
@@ -46,9 +58,207 @@ from keras_mtl.training.schedule import make_optimizer
 from keras_mtl.training.strategy import select_strategy
 from keras_mtl.training.trainer import MultiTaskTrainer
 
+try:  # POSIX: the lock is an flock, released by the kernel when its owner dies
+    import fcntl
+except ImportError:  # elsewhere: the owner's PID is checked instead
+    fcntl = None
+
 LOGS_DIR = "logs"
 PREDICTIONS_NAME = "predictions.png"
 RESULTS_NAME = "results.json"
+LOCK_NAME = "run.lock"
+# The files whose presence means that the folder holds an earlier run's results.
+RESULT_NAMES = (CHECKPOINT_NAME, BEST_MODEL_NAME, HISTORY_NAME, RESULTS_NAME, PREDICTIONS_NAME)
+
+
+class RunLock:
+    """Ownership of a run folder by one process: `run.lock`, holding the owner's PID and host.
+
+    The file is locked with `flock`, which the kernel releases when its owner dies however it
+    dies (kill -9 included), so a lock file whose lock is free belongs to a run that is gone:
+    it is taken over with a warning. Where `flock` is missing, the recorded PID is checked
+    instead (same host only).
+
+    Args:
+        folder: the run folder (created if needed).
+        flag: the flag that named the folder, for messages.
+
+    Attributes:
+        taken_over: the stale owner's description when a dead run's lock was taken over.
+
+    Example:
+
+    ```python
+    with RunLock("runs/a"):
+        ...  # nobody else writes into runs/a meanwhile
+    ```
+    """
+
+    def __init__(self, folder: str | os.PathLike, flag: str = "--save_path") -> None:
+        self.folder = Path(folder)
+        self.flag = flag
+        self.path = self.folder / LOCK_NAME
+        self.handle: int | None = None
+        self.taken_over: str | None = None
+
+    def acquire(self) -> RunLock:
+        """Takes the lock; raises `UserError` naming the owner when a live run holds it."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(
+                f"{self.flag} {self.folder}: cannot create the folder ({error.strerror or error})"
+            ) from None
+        while True:
+            handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if not self._lock(handle):
+                    raise UserError(
+                        f"{self.flag} {self.folder}: another run is using this folder "
+                        f"({self._describe(self._read(handle))}); wait for it to end or choose "
+                        f"another {self.flag} (if that run is gone, delete {self.path})"
+                    )
+                # A releasing owner deletes the file while still holding its lock: the file
+                # locked here must be the one at the path, or another run may create a new one.
+                try:
+                    current = os.path.samestat(os.fstat(handle), os.stat(self.path))
+                except FileNotFoundError:
+                    current = False
+            except BaseException:
+                os.close(handle)
+                raise
+            if current:
+                break
+            os.close(handle)
+        previous = self._read(handle)
+        if previous:
+            self.taken_over = self._describe(previous)
+            print(
+                f"warning: {self.flag} {self.folder}: taking over the lock of a run that is gone "
+                f"({self.taken_over})",
+                file=sys.stderr,
+                flush=True,
+            )
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+        }
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, (json.dumps(owner) + "\n").encode(), 0)
+        os.fsync(handle)
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        """Deletes the lock file and gives the lock up (in that order, see `acquire`)."""
+        if self.handle is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.handle)
+            self.handle = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+    def _lock(self, handle: int) -> bool:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                return False
+            except OSError as error:
+                if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+        owner = self._read(handle)  # no flock here: is the recorded owner alive?
+        if not owner:
+            return True
+        if owner.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(owner.get("pid", 0)), 0)
+        except ProcessLookupError:
+            return True
+        except (OSError, ValueError):
+            return False
+        return False  # the recorded owner is alive
+
+    @staticmethod
+    def _read(handle: int) -> dict:
+        text = os.pread(handle, 4096, 0).decode(errors="replace").strip()
+        if not text:
+            return {}
+        try:
+            owner = json.loads(text)
+        except json.JSONDecodeError:
+            return {"unreadable": text[:80]}
+        return owner if isinstance(owner, dict) else {"unreadable": text[:80]}
+
+    @staticmethod
+    def _describe(owner: dict) -> str:
+        if not owner:
+            return "owner unknown"
+        if "unreadable" in owner:
+            return f"lock file reads {owner['unreadable']!r}"
+        started = f", started {owner['started']}" if owner.get("started") else ""
+        return f"PID {owner.get('pid', '?')} on host {owner.get('host', '?')}{started}"
+
+
+def earlier_run_files(save_path: str | os.PathLike) -> list[Path]:
+    """Files an earlier run left in `save_path`: its outputs, config and TensorBoard events.
+
+    Example:
+
+    ```python
+    earlier_run_files("runs/a")  # [Path("runs/a/checkpoint.keras"), ...]
+    ```
+    """
+    save_path = Path(save_path)
+    names = (*RESULT_NAMES, RUN_CONFIG_NAME)
+    files = [save_path / name for name in names if (save_path / name).is_file()]
+    logs = save_path / LOGS_DIR
+    if logs.is_dir():
+        files += sorted(path for path in logs.rglob("*") if path.is_file())
+    return files
+
+
+def check_run_folder(train: TrainConfig) -> list[Path]:
+    """Checks that the run may write into its folder; returns the earlier files it replaces.
+
+    Call it holding the folder's lock.
+
+    Raises:
+        UserError: `--resume` with `--overwrite`, nothing to resume, or a new run in a folder
+            holding an earlier run's results without `--overwrite`.
+    """
+    save_path = Path(train.save_path)
+    if train.resume and train.overwrite:
+        raise UserError(
+            "--resume and --overwrite: give one; --resume continues the run in --save_path, "
+            "--overwrite starts a new one there"
+        )
+    if train.resume:
+        if not (save_path / CHECKPOINT_NAME).is_file():
+            raise UserError(
+                f"--resume: nothing to resume, {save_path / CHECKPOINT_NAME} does not exist"
+            )
+        return []
+    results = [name for name in RESULT_NAMES if (save_path / name).exists()]
+    if results and not train.overwrite:
+        raise UserError(
+            f"--save_path {save_path} holds an earlier run's results ({', '.join(results)}): "
+            "pass --resume to continue that run, --overwrite to start a new one there (the "
+            "earlier files stay until the new run has written its first epoch), or choose "
+            "another --save_path"
+        )
+    return earlier_run_files(save_path)
 
 
 def pivot_metric_of(train: TrainConfig) -> str:
@@ -166,14 +376,25 @@ def build_trainer(
     return trainer
 
 
-def build_datasets(config: Config) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """(train, validation) datasets of `config` (train: img_resize; val: output_size)."""
+def build_datasets(config: Config, first_batch: int = 0) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """(train, validation) datasets of `config` (train: img_resize; val: output_size).
+
+    The training dataset is the endless stream of `keras_mtl.data.pipeline.make_dataset`
+    (shuffling and augmentation drawn from the seed and the sample index), started at
+    `first_batch`; the validation dataset is the split once, in order.
+
+    Args:
+        config: the run configuration.
+        first_batch: the first training batch (a resumed run: epochs done x steps per epoch).
+
+    Example:
+
+    ```python
+    train_ds, val_ds = build_datasets(config)
+    ```
+    """
     data, train = config.data, config.train
-    if not Path(data.data_path).is_dir():
-        raise UserError(
-            f"--data_path {data.data_path}: no such folder (generate one with "
-            "`python -m data_tools.synthetic` or point it at Cityscapes)"
-        )
+    check_data_path(data.data_path)
     common = dict(
         img_resize=tuple(data.img_resize),
         batch_size=int(train.batch_size),
@@ -181,14 +402,16 @@ def build_datasets(config: Config) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         flow_dir=data.flow_dir,
         seed=train.seed,
         cache=data.cache,
+        skip_bad_frames=data.skip_bad_frames,
     )
     train_options = {
         "shuffle": data.shuffle,
         "augment_data": data.augment,
         "zoom": data.augment_zoom,
+        "first_batch": first_batch,
     }
     train_ds = make_dataset(
-        data.data_path, data.train_split, training=True, repeat=False, **train_options, **common
+        data.data_path, data.train_split, training=True, repeat=True, **train_options, **common
     )
     val_ds = make_dataset(
         data.data_path,
@@ -199,6 +422,48 @@ def build_datasets(config: Config) -> tuple[tf.data.Dataset, tf.data.Dataset]:
         **common,
     )
     return train_ds, val_ds
+
+
+def check_data_path(data_path: str | os.PathLike) -> None:
+    """Raises a one-line `UserError` when `--data_path` is not a folder."""
+    if not Path(data_path).is_dir():
+        raise UserError(
+            f"--data_path {data_path}: no such folder (generate one with "
+            "`python -m data_tools.synthetic` or point it at Cityscapes)"
+        )
+
+
+def steps_per_epoch_of(config: Config) -> int:
+    """`--steps_per_epoch`, or one pass over the training split (whole batches) when None.
+
+    Raises:
+        UserError: the training split holds fewer frames than a batch.
+    """
+    data, train = config.data, config.train
+    if train.steps_per_epoch is not None:
+        return int(train.steps_per_epoch)
+    frames = len(list_stems(data.data_path, data.train_split, data.flow_dir, data.semantic_classes))
+    if frames < train.batch_size:
+        raise UserError(
+            f"--data_path {data.data_path}, split {data.train_split!r}: {frames} frame(s) make "
+            f"no full batch of --batch_size {train.batch_size}; lower the batch size or add frames"
+        )
+    return frames // int(train.batch_size)
+
+
+def data_error(error: BaseException, skip_flag: bool = True) -> UserError | None:
+    """A `UserError` with the bad-input line a TensorFlow error carries, or None.
+
+    Args:
+        error: an error out of the input pipeline (e.g. `fit`'s `InvalidArgumentError`).
+        skip_flag: add the hint that `--skip_bad_frames` skips undecodable frames.
+    """
+    report = bad_input_report(error)
+    if report is None:
+        return None
+    if skip_flag and UNDECODABLE in report:
+        report += "; or pass --skip_bad_frames to leave such frames out"
+    return UserError(report)
 
 
 def load_trainer_state(trainer: MultiTaskTrainer, path: str | os.PathLike) -> int:
@@ -242,16 +507,20 @@ def run_training(
     run_eagerly: bool = False,
     verbose: int | str = "auto",
     model_fn: Callable[[Config], keras.Model] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
     """Trains `config` end to end and writes the run folder.
 
     Args:
         config: resolved configuration.
         strategy: default `select_strategy(config.train.gpus, config.train.cpu_replicas)`.
-        datasets: optional (train, val) datasets instead of `build_datasets(config)`.
+        datasets: optional (train, val) datasets instead of `build_datasets(config)`, used as
+            given (a finite training dataset is repeated); a resumed run then sees them from
+            their start, so only the built datasets resume exactly.
         run_eagerly: debug / tests.
         verbose: Keras fit verbosity.
         model_fn: model factory (see `build_trainer`).
+        callbacks: more Keras callbacks, run after the run's own.
 
     Returns:
         A plain dict, also written to `SAVE_PATH/results.json`: `final` and `best` (with its
@@ -261,7 +530,16 @@ def run_training(
         epoch); `files`, the paths of the run folder's outputs (`logs` is a folder).
 
     Raises:
-        UserError: bad configuration, nothing to resume, or a NaN loss (naming the task).
+        UserError: bad configuration, a folder another run holds, nothing to resume, earlier
+            results without `--overwrite`, a frame that does not decode (named), or a NaN or
+            infinite value (naming what diverged and the epoch; the files on disk are then
+            those of the last finite epoch).
+
+    Example:
+
+    ```python
+    results = run_training(load_config("configs/synthetic.yaml", {"save_path": "runs/a"}))
+    ```
     """
     train = config.train
     save_path = Path(train.save_path)
@@ -275,21 +553,60 @@ def run_training(
     if strategy is None:
         strategy = select_strategy(train.gpus, train.cpu_replicas)
     if datasets is None:
-        train_ds, val_ds = build_datasets(config)
+        check_data_path(config.data.data_path)
+    with RunLock(save_path):
+        replaces = check_run_folder(train)
+        for path in remove_partial_writes(save_path):
+            print(f"removed {path}, left by an interrupted write", flush=True)
+        try:
+            return _train_in_folder(
+                config,
+                strategy,
+                pivot_metric,
+                datasets,
+                run_eagerly,
+                verbose,
+                model_fn,
+                callbacks,
+                replaces,
+            )
+        except Exception as error:  # an input-pipeline error names its file: one line
+            user_error = data_error(error)
+            if user_error is None:
+                raise
+            raise user_error from None
+
+
+def _train_in_folder(
+    config: Config,
+    strategy: tf.distribute.Strategy,
+    pivot_metric: str,
+    datasets: tuple | None,
+    run_eagerly: bool,
+    verbose: int | str,
+    model_fn: Callable[[Config], keras.Model] | None,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+    replaces: list[Path],
+) -> dict:
+    """`run_training` once its folder is locked and checked (see there)."""
+    train = config.train
+    save_path = Path(train.save_path)
+    checkpoint = save_path / CHECKPOINT_NAME
+    if datasets is None:
+        steps_per_epoch = steps_per_epoch_of(config)
         if not train.resume:
             config = resolve_depth_init(config)
     else:
         train_ds, val_ds = datasets
-    steps_per_epoch = train.steps_per_epoch
-    if steps_per_epoch is None:
-        cardinality = int(train_ds.cardinality())
-        if cardinality <= 0:
-            raise UserError(
-                "--steps_per_epoch: the training dataset has no known length; give a number"
-            )
-        steps_per_epoch = cardinality
-    elif int(train_ds.cardinality()) != tf.data.INFINITE_CARDINALITY:
-        train_ds = train_ds.repeat()
+        steps_per_epoch = train.steps_per_epoch
+        if steps_per_epoch is None:
+            steps_per_epoch = int(train_ds.cardinality())
+            if steps_per_epoch <= 0:
+                raise UserError(
+                    "--steps_per_epoch: the training dataset has no known length; give a number"
+                )
+        if int(train_ds.cardinality()) != tf.data.INFINITE_CARDINALITY:
+            train_ds = train_ds.repeat()
     trainer = build_trainer(
         config, strategy, steps_per_epoch, run_eagerly=run_eagerly, model_fn=model_fn
     )
@@ -300,29 +617,38 @@ def run_training(
         initial_epoch = load_trainer_state(trainer, checkpoint)
         truncate_history(save_path / HISTORY_NAME, initial_epoch)
         print(f"resuming from {checkpoint} after epoch {initial_epoch}", flush=True)
-    else:
-        save_path.mkdir(parents=True, exist_ok=True)
-        # A new run in an old folder: its history, best model and pictures must not outlive it.
-        for stale in (HISTORY_NAME, BEST_MODEL_NAME, PREDICTIONS_NAME, RESULTS_NAME):
-            if (save_path / stale).exists():
-                (save_path / stale).unlink()
-    config.save(save_path / RUN_CONFIG_NAME)
+    if datasets is None:
+        # The stream from the first batch not yet trained on: what the uninterrupted run sees.
+        train_ds, val_ds = build_datasets(config, first_batch=initial_epoch * steps_per_epoch)
+    if train.val_steps is not None:
+        # The first val_steps batches every epoch (Keras would go on where the last epoch
+        # stopped, so a resumed run would validate on other batches).
+        val_ds = val_ds.take(train.val_steps)
 
     guard = NaNGuard(trainer.task_names)
+    saved_config = dataclasses.replace(
+        config, train=dataclasses.replace(train, overwrite=False, resume=False)
+    )
+    artifacts = RunArtifacts(
+        save_path, pivot_metric, trainer.task_names, guard, saved_config, replaces
+    )
     callbacks = [
         guard,
         WeightingEpochEnd(guard),
-        RunArtifacts(save_path, pivot_metric, trainer.task_names, guard),
+        artifacts,
         keras.callbacks.TensorBoard(log_dir=str(save_path / LOGS_DIR), write_graph=False),
     ]
     pictures = None
     try:
         sample = next(iter(val_ds.take(1)))
         sample = tf.nest.map_structure(lambda x: x.numpy(), sample)
-        pictures = PredictionImages(save_path / LOGS_DIR, sample, config.data.semantic_classes)
+        pictures = PredictionImages(
+            save_path / LOGS_DIR, sample, config.data.semantic_classes, guard=guard
+        )
         callbacks.append(pictures)
     except StopIteration:  # an empty validation split: no pictures
         pass
+    callbacks += list(extra_callbacks)
     validated = False
     if initial_epoch < train.epochs:
         history = trainer.fit(
@@ -331,17 +657,26 @@ def run_training(
             epochs=train.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
-            validation_steps=train.val_steps,
             callbacks=callbacks,
             verbose=verbose,
             shuffle=False,  # the dataset shuffles itself
         )
         validated = any(key.startswith("val_") for key in history.history)
     if guard.failure:
-        raise UserError(
-            f"training stopped: {guard.failure}; the last good checkpoint is {checkpoint} "
-            "(lower --lr or check the data, then --resume)"
-        )
+        if artifacts.saved_epoch is not None or train.resume:
+            epoch = artifacts.saved_epoch or initial_epoch
+            kept = (
+                f"the files in {save_path} are those of epoch {epoch}, the last finite one "
+                f"(lower --lr or check the data, then --resume)"
+            )
+        elif replaces:
+            kept = (
+                f"no epoch of this run ended finite, so it saved nothing; the earlier run's "
+                f"files in {save_path} are untouched (lower --lr or check the data)"
+            )
+        else:
+            kept = "no epoch ended finite, so nothing was saved (lower --lr or check the data)"
+        raise UserError(f"training stopped: {guard.failure}; {kept}")
 
     if pictures is not None:
         write_prediction_picture(save_path / PREDICTIONS_NAME, pictures.grids(trainer))

@@ -16,6 +16,10 @@ exported) and a `Weighting` (`trainer.weighting`). Its `train_step` follows the 
    the weighting's own variables, e.g. uncertainty's log-variances, are never decayed);
 5. optimizer step, then `weighting.update(mean losses, grad_norms)`.
 
+Dropout draws from the network's own seed generators; the trainer sets their state from
+(seed, optimizer step) before every step (`StepSeeds`), so a resumed run draws what the
+uninterrupted run drew at the same step.
+
 `train_step` and `test_step` share Keras' hooks: `compute_loss` (per-task losses and their
 weighted total; validation resizes predictions to the targets first) and `compute_metrics`
 (task weights when training, the task table's epoch metrics when validating), which returns the
@@ -66,6 +70,46 @@ class LastValue(keras.metrics.Metric):
 
     def result(self):
         return ops.convert_to_tensor(self.value)
+
+
+class StepSeeds:
+    """The random-number generators a network draws from while training, reseeded per step.
+
+    Keras layers that draw random numbers (dropout) keep a `SeedGenerator` whose state moves
+    on with every call; that state depends on how many calls a process made. Setting every
+    generator's state to (seed + its index, step) before each training step makes the draws a
+    function of the seed and the optimizer step alone, which the checkpoint holds.
+
+    A plain object (not tracked by Keras): the generators belong to the network's layers.
+
+    Args:
+        model: the network; every layer's seed generators are collected, in layer order.
+        seed: the run's seed.
+
+    Example:
+
+    ```python
+    seeds = StepSeeds(model, seed=0)
+    seeds.reseed(optimizer.iterations)  # inside train_step, before the forward pass
+    ```
+    """
+
+    def __init__(self, model: keras.Model, seed: int) -> None:
+        generators, seen = [], set()
+        for layer in model._flatten_layers(include_self=True, recursive=True):
+            for generator in getattr(layer, "_seed_generators", ()):
+                if id(generator) not in seen:
+                    seen.add(id(generator))
+                    generators.append(generator)
+        self.generators = tuple(generators)
+        self.seed = int(seed)
+
+    def reseed(self, step) -> None:
+        """Sets generator i's state to (seed * 1000003 + i + 1, step)."""
+        for index, generator in enumerate(self.generators):
+            dtype = generator.state.dtype
+            key = ops.convert_to_tensor(self.seed * 1_000_003 + index + 1, dtype)
+            generator.state.assign(ops.stack([key, ops.cast(step, dtype)]))
 
 
 def _task_names_of(model: keras.Model) -> list[str]:
@@ -162,6 +206,9 @@ class MultiTaskTrainer(keras.Model):
             dtype="float32",
             trainable=False,
         )
+
+        # Dropout's random state, reseeded from (seed, step) at every training step.
+        self.step_seeds = StepSeeds(model, self.seed)
 
         # The forward/backward pass, split at the shared trunk when the weighting needs
         # per-task gradients. A plain object: its views share the model's weights and must not
@@ -297,6 +344,7 @@ class MultiTaskTrainer(keras.Model):
         model_variables = list(self.model.trainable_variables)
         weighting_variables = list(weighting.trainable_variables)
         scale = ops.cast(self.optimizer.scale_loss(ops.ones((), "float32")), "float32")
+        self.step_seeds.reseed(self.optimizer.iterations)
 
         with tf.GradientTape(persistent=self.backward.persistent) as tape:
             y_pred, view = self.backward.forward(x, tape)
