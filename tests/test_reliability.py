@@ -68,14 +68,14 @@ def dropout_net(config=None) -> DropoutNet:
 
 
 def run_config(data: Path, save_path: Path, **overrides):
-    """A small run on `data`: shuffling, augmentation and dropout on, 2 steps per epoch."""
+    """A small run on `data`: shuffling, augmentation and dropout on, 2 epochs of 2 steps."""
     values = {
         "data_path": str(data),
         "save_path": str(save_path),
         "img_resize": (HEIGHT, WIDTH),
         "output_size": (HEIGHT, WIDTH),
         "batch_size": 2,
-        "epochs": 3,
+        "epochs": 2,
         "lr": 3e-3,
         "warmup_epochs": 0,
         "lr_milestones": (0.5,),
@@ -146,7 +146,7 @@ def deterministic_ops():
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_dataset: Path, tmp_path_factory, deterministic_ops) -> Path:
-    """A 3-epoch run without interruption: the reference every resumed run must equal."""
+    """A 2-epoch run without interruption: the reference every resumed run must equal."""
     run = tmp_path_factory.mktemp("uninterrupted") / "run"
     train(run_config(tiny_dataset, run, val_steps=1))
     return run
@@ -213,15 +213,15 @@ def test_a_diverging_resume_never_saves_its_state(tiny_dataset, tmp_path, uninte
     (the issue's --lr 1e6 on the real network; this small one needs more)."""
     run = Path(shutil.copytree(uninterrupted, tmp_path / "run"))
     before = files_of(run)
-    resumed = run_config(tiny_dataset, run, val_steps=1, epochs=4, lr=1e30, resume=True)
-    with pytest.raises(UserError, match=r"^training stopped: .* (at|in the validation of) epoch 4"):
+    resumed = run_config(tiny_dataset, run, val_steps=1, epochs=3, lr=1e30, resume=True)
+    with pytest.raises(UserError, match=r"^training stopped: .* (at|in the validation of) epoch 3"):
         train(resumed)
-    # Every file the resumed run could have replaced is the epoch-3 file, byte for byte.
+    # Every file the resumed run could have replaced is the epoch-2 file, byte for byte.
     after = files_of(run)
     for name in ("checkpoint.keras", "model_best.keras", "history.csv", "config.yaml"):
         assert after[name] == before[name], name
     epoch, variables = checkpoint_state(run / "checkpoint.keras")
-    assert epoch == 3 and all(np.all(np.isfinite(v)) for v in variables if v.dtype.kind == "f")
+    assert epoch == 2 and all(np.all(np.isfinite(v)) for v in variables if v.dtype.kind == "f")
 
 
 def test_no_good_epoch_says_so_in_one_line_from_train_py(data, tmp_path, monkeypatch, capsys):
@@ -472,7 +472,7 @@ def test_earlier_results_need_overwrite_and_stay_until_replaced(
 def assert_same_run(resumed: Path, reference: Path) -> None:
     epoch, variables = checkpoint_state(resumed / "checkpoint.keras")
     reference_epoch, reference_variables = checkpoint_state(reference / "checkpoint.keras")
-    assert epoch == reference_epoch == 3
+    assert epoch == reference_epoch == 2
     assert len(variables) == len(reference_variables)
     for got, want in zip(variables, reference_variables, strict=True):
         np.testing.assert_array_equal(got, want)

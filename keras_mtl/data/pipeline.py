@@ -230,6 +230,15 @@ def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else "no message"
 
 
+def _corrupt_png(data_path: str | Path, path: str | Path, error: tf.errors.OpError) -> UserError:
+    """The one line naming a PNG (relative to `data_path`) that does not decode."""
+    relative = _relative(str(path), data_path)
+    return UserError(
+        f"--data_path {data_path}: {relative}: corrupt PNG data "
+        f"({_first_line(error.message)}); {UNDECODABLE}"
+    )
+
+
 def _frame_paths(values: list) -> dict[str, str]:
     return {key: value.numpy().decode() for key, value in zip(_PNG_KEYS, values, strict=True)}
 
@@ -423,7 +432,7 @@ def load_frame(
         try:
             raw[key] = decode_png(tf.constant(str(path)), key)
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
-            raise UserError(f"{path}: corrupt PNG ({error.message}); regenerate it") from None
+            raise _corrupt_png(data_path, path, error) from None
     if semantic_classes == 5 and np.any(
         (raw["semantic"].numpy() > 4) & (raw["semantic"].numpy() != 255)
     ):
@@ -468,9 +477,7 @@ def median_depth(
         try:
             disparity = decode_png(tf.constant(str(frame.disparity)), "disparity")
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
-            raise UserError(
-                f"{frame.disparity}: corrupt PNG ({error.message}); regenerate it"
-            ) from None
+            raise _corrupt_png(data_path, frame.disparity, error) from None
         depth = disparity_to_depth(disparity, fx_baseline).numpy()
         samples.append(depth[depth > 0])
     valid = np.concatenate(samples) if samples else np.zeros((0,), np.float32)

@@ -30,6 +30,7 @@ import json
 import os
 import socket
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -651,16 +652,21 @@ def _train_in_folder(
     callbacks += list(extra_callbacks)
     validated = False
     if initial_epoch < train.epochs:
-        history = trainer.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=train.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the dataset shuffles itself
-        )
+        with warnings.catch_warnings():
+            # The training stream never ends; a validation split of unknown length (bad frames
+            # skipped) ends each epoch with Keras' "Your input ran out of data; interrupting
+            # training", which would be wrong here.
+            warnings.filterwarnings("ignore", "Your input ran out of data", UserWarning)
+            history = trainer.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=train.epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,  # the dataset shuffles itself
+            )
         validated = any(key.startswith("val_") for key in history.history)
     if guard.failure:
         if artifacts.saved_epoch is not None or train.resume:
