@@ -113,6 +113,20 @@ def test_fused_equals_keras_batch_norm_under_mixed_precision(policy: str):
         assert layers["fused"].moving_variance.dtype == "float32"
 
 
+def test_batch_size_unknown_until_run_time():
+    layers = _pair()
+    inputs = np.random.default_rng(8).normal(0.5, 2.0, SHAPE).astype("float32")
+    signature = [tf.TensorSpec((None, *SHAPE[1:]), tf.float32)]
+    results = {}
+    for name, layer in layers.items():
+        step = tf.function(
+            lambda x, layer=layer: layer(x, training=True), input_signature=signature
+        )
+        results[name] = (np.asarray(step(inputs)), layer.moving_variance.numpy())
+    for expected, actual in zip(results["keras"], results["fused"], strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_cases_the_kernel_does_not_take_run_keras_arithmetic():
     inputs = np.random.default_rng(4).normal(size=(2, 5, CHANNELS)).astype("float32")  # rank 3
     layers = _pair(shape=inputs.shape)

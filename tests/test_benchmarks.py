@@ -259,8 +259,30 @@ def test_run_summary_against_hand_computed_figures():
                 {"method": "grad_norm", "median_step_s": 0.6, "ratio_vs_vanilla": 1.2},
                 {"method": "pcgrad", "median_step_s": 0.9, "ratio_vs_vanilla": 1.8},
             ],
+            "variants": [
+                {"variant": "stock_fp32", "ratio_vs_stock_fp32": 1.0},
+                {"variant": "fused_fp32", "ratio_vs_stock_fp32": 0.66},
+                {"variant": "fused_bf16", "ratio_vs_stock_fp32": 0.9},
+            ],
         },
-        "inference": {"latency_ratio": 0.6},
+        "inference": {
+            "latency_ratio": 0.6,
+            "latency_ratio_stock": 0.58,
+            "forms": {
+                "stock_fp32": {"median_ms": 10.0, "ratio_vs_stock_fp32": 1.0},
+                "folded_fp32": {"median_ms": 7.0, "ratio_vs_stock_fp32": 0.7},
+                "onnx": {"median_ms": 5.0, "ratio_vs_stock_fp32": 0.5},
+            },
+            "numerics": {
+                "onnx": {
+                    "reference": "folded_fp32",
+                    "depth_relative_error_mean": 1e-6,
+                    "depth_relative_error_max": 1e-5,
+                    "semantic_agreement_percent": 100.0,
+                    "motion_agreement_percent": 99.99,
+                }
+            },
+        },
         "input_pipeline": {
             "results": [{"train": 30.0, "train_pre_resized": 90.0}, {"train": 20.0}]
         },
@@ -272,17 +294,25 @@ def test_run_summary_against_hand_computed_figures():
     assert summary["training_samples_per_s"] == pytest.approx(8.0)
     assert summary["pipeline_headroom"] == pytest.approx(2.5)
     assert summary["pipeline_headroom_pre_resized"] == pytest.approx(90.0 / 8.0)
+    # Ratios to the stock float32 network, in the same run; the reference itself is left out.
+    assert summary["train_step_ratio"] == {"fused_fp32": 0.66, "fused_bf16": 0.9}
+    assert summary["inference_ratio"] == {"folded_fp32": 0.7, "onnx": 0.5}
+    assert summary["mtl_vs_single_latency_ratio_stock"] == pytest.approx(0.58)
     assert summary["pass"] == {
         "step_time_ratio.grad_norm": False,
         "step_time_ratio.pseudo_grad_norm": None,
         "step_time_ratio.uncertainty": None,
         "step_time_ratio.dwa": None,
         "step_time_ratio.pcgrad": True,
-        "mtl_vs_single_latency_ratio": False,
+        "train_step_ratio.fused_fp32": True,  # 0.66 <= 0.70
+        "inference_ratio.folded_fp32": False,  # 0.70 > 0.65
+        "mtl_vs_single_latency_ratio": False,  # 0.60 > 0.50
         "pipeline_headroom": True,
     }
     table = run.format_table(summary)
     assert "MISS" in table and "pass" in table and "n/a" in table
+    assert "train_step_ratio.fused_bf16" in table and "inference_ratio.onnx" in table
+    assert "onnx vs folded_fp32" in table
 
 
 def test_run_shares_settings_between_benchmarks():
@@ -302,6 +332,10 @@ def test_run_tiny_end_to_end(tmp_path):
     out = tmp_path / "figures.json"
     assert run.main(["--tiny", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
+    assert set(report["train_step_ratio"]) == {"fused_fp32"}
+    assert set(report["inference_ratio"]) == {"folded_fp32"}
+    assert report["numerics"]["folded_fp32"]["semantic_agreement_percent"] > 99.0
+    assert report["machine"]["load_average_start"] is not None
     assert set(report["step_time_ratio"]) == set(run.STEP_RATIO_GOALS)
     assert report["step_time_ratio"] == dict.fromkeys(run.STEP_RATIO_GOALS)  # vanilla only
     assert report["training_samples_per_s"] > 0 and report["pipeline_samples_per_s"] > 0

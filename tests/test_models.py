@@ -426,10 +426,10 @@ def test_folded_network_computes_the_same_outputs(multitask, single_semantic):
 
 
 def test_rebuild_folded_at_another_size(multitask):
-    folded = rebuild(multitask, (96, 160), folded=True)
-    assert tuple(folded.input["rgb"].shape) == (None, 96, 160, 3)
-    inputs = _inputs(9, (96, 160), 1)
-    expected = _numpy_outputs(rebuild(multitask, (96, 160)), inputs)
+    folded = rebuild(multitask, (32, 48), folded=True)
+    assert tuple(folded.input["rgb"].shape) == (None, 32, 48, 3)
+    inputs = _inputs(9, (32, 48), 1)
+    expected = _numpy_outputs(rebuild(multitask, (32, 48)), inputs)
     _assert_same_outputs(expected, _numpy_outputs(folded, inputs))
 
 

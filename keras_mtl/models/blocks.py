@@ -15,6 +15,7 @@ graph needs no custom ops.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import keras
@@ -36,6 +37,19 @@ def conv_initializer() -> keras.initializers.Initializer:
 
 # Input dtypes TensorFlow's fused batch-norm kernel takes (its statistics are float32 always).
 FUSED_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _biased_variance_factor(inputs: tf.Tensor) -> tf.Tensor | float:
+    """(n - 1) / n for the n values per channel of `inputs` (1 for n = 1, as the kernel's
+    Bessel correction); a Python number when the shape is static (one op fewer per layer)."""
+    static = inputs.shape[:-1]
+    if static.is_fully_defined():
+        count = float(math.prod(static))
+        return (count - 1.0) / count if count > 1 else 1.0
+    count = tf.cast(
+        tf.size(inputs, out_type=tf.int64) // tf.shape(inputs, out_type=tf.int64)[-1], "float32"
+    )
+    return tf.where(count > 1.0, (count - 1.0) / count, 1.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -113,8 +127,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             )
             # The kernel returns the unbiased (n - 1) variance for running averages; Keras
             # averages the biased one, which the kernel normalised with.
-            count = tf.cast(tf.size(inputs, out_type=tf.int64) // channels, "float32")
-            variance = fused.batch_variance * tf.where(count > 1.0, (count - 1.0) / count, 1.0)
+            variance = fused.batch_variance * _biased_variance_factor(inputs)
             mean = tf.stop_gradient(fused.batch_mean)
             variance = tf.stop_gradient(variance)
             moving_mean = tf.cast(self.moving_mean, "float32")
