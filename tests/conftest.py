@@ -34,3 +34,25 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_dataset")
     generate_dataset(root, workers=1, progress=False, **TINY_DATASET)
     return root
+
+
+def run_module_check(test_file: str, mode: str, timeout: int = 300) -> dict:
+    """Runs `python test_file mode` in a fresh process (e.g. to configure logical devices before
+    TensorFlow starts) and returns the JSON its last stdout line holds."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, test_file, mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from conftest import run_module_check
 
 from keras_mtl.models.blocks import BN_EPSILON, BN_MOMENTUM, batch_norm_class  # noqa: E402
 from keras_mtl.models.blocks import BatchNormalization as FusedBatchNorm  # noqa: E402
@@ -253,19 +253,7 @@ def mirrored_check() -> dict:
 
 @pytest.mark.slow
 def test_per_replica_statistics_under_mirrored_strategy():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
-    done = subprocess.run(
-        [sys.executable, __file__, "mirrored-check"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = run_module_check(__file__, "mirrored-check")
     for name in ("keras", "fused"):
         for got, want in zip(report[name]["outputs"], report["expected_outputs"], strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)

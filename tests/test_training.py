@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
+from conftest import run_module_check
 
 from keras_mtl.models import LAST_SHARED_LAYER, SHARED_FEATURES_LAYER, SharedTrunk  # noqa: E402
 from keras_mtl.weighting import WEIGHTING_NAMES  # noqa: E402
@@ -386,19 +386,7 @@ def replica_check() -> dict:
 
 @pytest.mark.slow
 def test_two_replicas_equal_one_device():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
-    done = subprocess.run(
-        [sys.executable, __file__, "replica-check"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = run_module_check(__file__, "replica-check")
     evaluation = report.pop("evaluate")
     overflow = report.pop("overflow")
     assert overflow["one"] == [[False, False], [False, False]]  # both replicas skip
