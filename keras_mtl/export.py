@@ -715,6 +715,8 @@ def export_model(
             for name, runner in runners.items():
                 report["latency_ms"][name] = median_latency_ms(runner, eval_inputs[0], latency_runs)
 
+    report["flow"] = _write_flow_record(checkpoint, out)
+    say(f"flow record: {report['flow']['note']}")
     report["parity_passed"] = not failures
     write_json_atomic(out / REPORT_FILE, report)
     say(format_report_table(report))
@@ -724,6 +726,27 @@ def export_model(
             "files do not reproduce the Keras model"
         )
     return report
+
+
+def _write_flow_record(checkpoint: str | os.PathLike | keras.Model, out: Path) -> dict[str, Any]:
+    """Writes the training flow's `flow_method.json` beside the exports, when it is known.
+
+    predict.py reads it there (`keras_mtl.prediction.trained_flow`), so footage fed to an
+    exported model gets the flow the network was trained on, not a default guess.
+    """
+    # Imported here: the flow tools (OpenCV) are needed by this step only.
+    from data_tools.flow import flow_record
+    from keras_mtl.data.layout import FLOW_METHOD_FILE
+    from keras_mtl.prediction import trained_flow
+
+    if isinstance(checkpoint, keras.Model):
+        return {"file": None, "note": "no record: exported from an in-memory network"}
+    params, where = trained_flow(checkpoint)
+    if params is None:
+        return {"file": None, "note": f"no record ({where}); predict.py will say so"}
+    record = {**flow_record(params), "recorded_from": where}
+    write_json_atomic(out / FLOW_METHOD_FILE, record)
+    return {"file": FLOW_METHOD_FILE, "method": record["method"], "note": f"from {where}"}
 
 
 def _count_batch_norms(model: keras.Model) -> int:

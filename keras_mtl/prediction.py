@@ -386,7 +386,7 @@ def _export_flow(model_path: Path) -> tuple[FlowParams | None, str]:
             except (OSError, ValueError, UnicodeDecodeError) as error:
                 raise UserError(f"{record_path}: not a readable flow record ({error})") from None
             return params_from_record(record, str(record_path)), str(record_path)
-    # export.py does not write a record; a user can copy the training flow folder's one here.
+    # export.py writes it from the run; for an older export, copy the training flow folder's one.
     return None, f"no {FLOW_METHOD_FILE} beside {model_path}"
 
 

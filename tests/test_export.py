@@ -322,3 +322,33 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureF
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --checkpoint")
+
+
+def test_export_records_the_training_flow_for_predict(tiny_dataset: Path, tmp_path: Path):
+    from keras_mtl.config import RUN_CONFIG_NAME
+    from keras_mtl.data.layout import FLOW_DIR, FLOW_METHOD_FILE
+    from keras_mtl.prediction import method_of, trained_flow
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / RUN_CONFIG_NAME).write_text(
+        f"data:\n  data_path: {tiny_dataset}\n  flow_dir: {FLOW_DIR}\n"
+    )
+    out = tmp_path / "out"
+    (out / "saved_model").mkdir(parents=True)
+    entry = export_lib._write_flow_record(run_dir / "model_best.keras", out)
+    assert entry["file"] == FLOW_METHOD_FILE and entry["method"] == "dis"
+    # predict.py finds it beside a SavedModel folder and a .tflite file.
+    for model_path in (out / "saved_model", out / "model_fp32.tflite"):
+        params, where = trained_flow(model_path)
+        assert method_of(params) == "dis" and where == str(out / FLOW_METHOD_FILE)
+    # Nothing known, nothing written: an in-memory network, or a run without its config.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert export_lib._write_flow_record(tmp_path / "lone.keras", empty)["file"] is None
+    assert not (empty / FLOW_METHOD_FILE).exists()
+
+
+def test_in_memory_export_reports_no_flow_record(exported):
+    out, report = exported
+    assert report["flow"]["file"] is None and "in-memory" in report["flow"]["note"]
