@@ -450,6 +450,34 @@ def _single_task_metrics(results: Sequence[Mapping]) -> dict[int, dict[str, floa
     return {s: m for s, m in by_seed.items() if set(m) == set(HEADLINE_METRICS)}
 
 
+def loss_shares(history_path: str | os.PathLike) -> dict[str, float] | None:
+    """Each task's share `w_i L_i / sum_j w_j L_j` of the weighted training loss, last epoch.
+
+    Read from the run's history.csv (`loss_<task>`, `weight_<task>`; a missing weight column
+    means weight 1). None when the file or a task's loss is missing, or the total is not
+    positive. Terms a method adds besides `w_i L_i` (uncertainty's `log` terms) are left out:
+    the share says which task the shared trunk's gradient mostly serves.
+    """
+    from keras_mtl.training import read_history_rows
+
+    rows = read_history_rows(history_path)
+    if not rows:
+        return None
+    last = rows[-1]
+    weighted = {}
+    for task in TASK_NAMES:
+        try:
+            loss = float(last[f"loss_{task}"])
+            weight = float(last.get(f"weight_{task}") or 1.0)
+        except (KeyError, TypeError, ValueError):
+            return None
+        weighted[task] = weight * loss
+    total = sum(weighted.values())
+    if not math.isfinite(total) or total <= 0:
+        return None
+    return {task: value / total for task, value in weighted.items()}
+
+
 def aggregate(results: Sequence[Mapping], rows: Sequence[str]) -> dict:
     """Table rows (mean +- std over seeds) and the discrimination checks.
 
@@ -488,6 +516,13 @@ def aggregate(results: Sequence[Mapping], rows: Sequence[str]) -> dict:
         }
         for key in (*HEADLINE_METRICS, "train_seconds"):
             entry[key] = mean_std([per_seed[s][key] for s in sorted(per_seed)])
+        if row != SINGLE_TASK_ROW:
+            shares = [loss_shares(r["history"]) for r in row_results if r["seed"] in per_seed]
+            shares = [share for share in shares if share is not None]
+            if shares:
+                entry["loss_share"] = {
+                    task: mean_std([share[task] for share in shares]) for task in TASK_NAMES
+                }
         if reference is not None:
             entry["delta_m"] = mean_std([delta_m(per_seed[s], reference) for s in sorted(per_seed)])
         table[row] = entry
@@ -607,6 +642,25 @@ def markdown_table(summary: Mapping) -> str:
     return "\n".join(lines)
 
 
+def markdown_loss_shares(summary: Mapping) -> str:
+    """Each task's share of the weighted training loss at the end of training, per method."""
+    rows = [(row, e) for row, e in summary["rows"].items() if "loss_share" in e]
+    if not rows:
+        return ""
+    lines = [
+        "Each task's share of the weighted training loss (`w_i L_i / sum_j w_j L_j`, last "
+        "epoch, mean over seeds):",
+        "",
+        "| Training | " + " | ".join(TASK_NAMES) + " |",
+        "|---|" + "---|" * len(TASK_NAMES),
+    ]
+    for _, entry in rows:
+        shares = entry["loss_share"]
+        cells = " | ".join(f"{100 * shares[t]['mean']:.0f}%" for t in TASK_NAMES)
+        lines.append(f"| {entry['label']} | {cells} |")
+    return "\n".join(lines)
+
+
 def markdown_checks(summary: Mapping) -> str:
     """The discrimination checks as Markdown bullet points."""
     found = summary["checks"]
@@ -688,6 +742,9 @@ def generated_block(report: Mapping) -> str:
         "",
         markdown_checks(report["summary"]),
     ]
+    shares = markdown_loss_shares(report["summary"])
+    if shares:
+        lines += ["", shares]
     if report.get("missing"):
         lines += ["", f"Missing runs (failed or not run): {', '.join(report['missing'])}."]
     lines.append(MARK_END)

@@ -346,3 +346,26 @@ def test_run_tiny_end_to_end(tmp_path):
     assert set(report["details"]) == {"input_pipeline", "inference", "training_step"}
     assert report["pass"]["step_time_ratio.pcgrad"] is None  # not run in the tiny mode
     assert report["pass"]["pipeline_headroom"] is not None
+
+
+def test_loss_shares_are_weighted_task_losses_of_the_last_epoch(tmp_path):
+    history = tmp_path / "history.csv"
+    history.write_text(
+        "epoch,loss_depth,loss_semantic,loss_motion,weight_depth,weight_semantic,weight_motion\n"
+        "0,9,9,9,1,1,1\n"
+        "1,2.0,1.0,1.0,0.5,2.0,1.0\n"
+    )
+    shares = reproduce_table.loss_shares(history)
+    # weighted: 1.0, 2.0, 1.0 of 4.0
+    assert shares == pytest.approx({"depth": 0.25, "semantic": 0.5, "motion": 0.25})
+    assert reproduce_table.loss_shares(tmp_path / "missing.csv") is None
+
+    _, _, _, results = _fake_results()
+    for result in results:
+        if result["row"] == "vanilla":
+            result["history"] = str(history)
+    summary = reproduce_table.aggregate(results, ["single_task", "vanilla", "uncertainty"])
+    assert summary["rows"]["vanilla"]["loss_share"]["semantic"]["mean"] == pytest.approx(0.5)
+    assert "loss_share" not in summary["rows"]["uncertainty"]  # its history does not exist
+    text = reproduce_table.markdown_loss_shares(summary)
+    assert "| Vanilla" in text.splitlines()[-1] and "50%" in text
