@@ -7,7 +7,8 @@ inputs among `flow`, `rgb` (H x W x 3) and outputs named by task with the task's
 (depth 1, semantic 5 or 19, motion 2). Anything else (missing, not a `.keras` archive, not a
 model, a model without the contract) is one `UserError` line naming the flag and the file.
 
-Evaluate, export, tune and `train.py --pretrained` all load through here.
+Evaluate, export, tune and `train.py --pretrained` all load through here (`--pretrained` also
+takes `imagenet` or a `keras.applications.MobileNetV2` weights file, `initialise_from_checkpoint`).
 
 Example:
 
@@ -25,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import h5py
 import keras
 
 # The models, weighting and trainer modules register the classes a `.keras` file may hold
@@ -32,6 +34,7 @@ import keras
 import keras_mtl.weighting  # noqa: F401
 from keras_mtl.errors import UserError
 from keras_mtl.models import load_pretrained, rebuild, unwrap_model
+from keras_mtl.models.imagenet import IMAGENET, initialise_from_mobilenetv2
 from keras_mtl.tasks import INPUT_NAMES, SEMANTIC_CLASS_CHOICES, TASK_NAMES, num_channels
 from keras_mtl.training.trainer import MultiTaskTrainer
 
@@ -283,29 +286,57 @@ def at_input_size(
 def initialise_from_checkpoint(
     model: keras.Model, path: str | os.PathLike, flag: str = "--pretrained"
 ) -> dict[str, Any]:
-    """Copies the weights of the network in `path` into `model` where names and shapes match
-    (`keras_mtl.models.load_pretrained`: a single-stream stem feeds both streams, one decoder
-    feeds every decoder).
+    """Initialises `model` from what `--pretrained` names, chosen by the file's content:
+
+    - `imagenet`: Keras' ImageNet MobileNetV2 weights at the model's width, into both stems and
+      the encoder (`keras_mtl.models.imagenet`, downloaded on first use);
+    - an HDF5 file: the weights of a `keras.applications.MobileNetV2(include_top=False)`
+      (`save_weights` `.weights.h5`, or Keras' downloaded `.h5`), mapped the same way;
+    - a `.keras` file: any keras-mtl network, single- or multi-task, or a trainer, copied
+      where names and shapes match (`keras_mtl.models.load_pretrained`: a single-stream stem
+      feeds both streams, one decoder feeds every decoder).
 
     Args:
         model: the network to initialise (or the trainer holding it).
-        path: a `.keras` file: any keras-mtl network, single- or multi-task, or a trainer.
-        flag: the flag that named the file, for error messages.
+        path: `imagenet`, an HDF5 weights file, or a `.keras` file.
+        flag: the flag that named it, for error messages.
 
     Returns:
-        `{"source": path, "copied": {target layer: source layer}, "skipped": {layer: reason}}`.
+        `{"source": path, "copied": {target layer: source layer}, "skipped": {layer: reason}}`;
+        from MobileNetV2 weights also `file`, `sha256`, `initialised`, `unused` and
+        `conversions` (`keras_mtl.models.imagenet.load_mobilenetv2_weights`).
 
     Raises:
-        UserError: as `load_model`.
+        UserError: naming the flag: a missing file, a file that is neither a `.keras` archive
+            nor HDF5, weights of another network or width, no ImageNet weights at this width,
+            a failed download, or as `load_model`.
 
     Example:
 
     ```python
     report = initialise_from_checkpoint(model, "runs/semantic/model_best.keras")
+    report = initialise_from_checkpoint(model, "imagenet")
     ```
     """
-    report = load_pretrained(model, load_model(path, flag=flag))
-    report["source"] = os.fspath(path)
+    text = os.fspath(path)
+    if text == IMAGENET:
+        return initialise_from_mobilenetv2(model, IMAGENET, flag)
+    if not os.path.isfile(text):
+        raise UserError(
+            f"{flag} {text} does not exist: pass imagenet, a .keras file written by train.py "
+            "(model_best.keras or checkpoint.keras) or a keras.applications.MobileNetV2 "
+            ".weights.h5"
+        )
+    if h5py.is_hdf5(text):
+        return initialise_from_mobilenetv2(model, text, flag)
+    if not zipfile.is_zipfile(text):
+        raise UserError(
+            f"{flag} {text} is not a Keras .keras archive nor an HDF5 weights file: pass "
+            "model_best.keras or checkpoint.keras from a training run, a "
+            "keras.applications.MobileNetV2 .weights.h5, or imagenet"
+        )
+    report = load_pretrained(model, load_model(text, flag=flag))
+    report["source"] = text
     return report
 
 

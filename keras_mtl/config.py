@@ -113,9 +113,11 @@ class ModelConfig:
     width_mult: float = option(1.0, "MobileNetV2 width multiplier")
     pretrained: str | None = option(
         None,
-        "initialise by layer name, where shapes match, from a .keras file: a run's "
-        "model_best.keras or checkpoint.keras",
-        metavar="FILE.keras",
+        "initialise from: imagenet (Keras' ImageNet MobileNetV2 at --width_mult, into both "
+        "streams and the encoder); a keras.applications.MobileNetV2 .weights.h5 (the same "
+        "mapping); or a .keras file, a run's model_best.keras or checkpoint.keras (by layer "
+        "name, where shapes match)",
+        metavar="imagenet|FILE",
         none="random initialisation",
     )
     dropout: float = option(0.2, "ASPP channel dropout of every decoder")

@@ -15,6 +15,8 @@ len(report["copied"]), report["skipped"]
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import keras
@@ -107,3 +109,48 @@ def load_pretrained(model: keras.Model, source_model: keras.Model) -> dict[str, 
         else:
             skipped[name] = "; ".join(reasons)
     return {"source": type(source_model).__name__, "copied": copied, "skipped": skipped}
+
+
+def _grouped(names: Iterable[str]) -> str:
+    """Layer names grouped by their first level: `encoder.* (42), fuse.* (4)`."""
+    counts = Counter(name.partition(SEPARATOR)[0] for name in names)
+    return ", ".join(f"{prefix}.* ({count})" for prefix, count in sorted(counts.items()))
+
+
+def describe_report(report: dict[str, Any]) -> str:
+    """A few lines summing up an initialisation report (`load_pretrained`,
+    `keras_mtl.checkpoints.initialise_from_checkpoint`) for the console: the source, and per
+    outcome (copied, initialised, skipped for each reason) the layers grouped by prefix. The
+    full per-layer listing is the report itself (`pretrained.json` in the run folder).
+
+    Example:
+
+    ```python
+    print(describe_report(initialise_from_checkpoint(model, "imagenet")))
+    # pretrained: imagenet (file ..._1.0_224_no_top.h5, sha256 6d3f...)
+    #   copied 104 layers: encoder.* (84), flow_stem.* (10), rgb_stem.* (10)
+    #   skipped 4 layers, no counterpart in MobileNetV2: ...: fuse.* (4)
+    ```
+    """
+    source = report["source"]
+    if "file" in report:
+        source += f" (file {report['file']}, sha256 {report['sha256'][:12]})"
+    lines = [f"pretrained: {source}"]
+    lines.append(f"  copied {len(report['copied'])} layers: {_grouped(report['copied'])}")
+    if report.get("initialised"):
+        initialised = report["initialised"]
+        reasons = sorted(set(initialised.values()))
+        lines.append(
+            f"  initialised {len(initialised)} layers ({'; '.join(reasons)}): "
+            f"{', '.join(sorted(initialised))}"
+        )
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in report["skipped"].items():
+        # Shape mismatches name shapes per layer; one line for all of them.
+        key = "shape mismatch" if reason.startswith("shape mismatch") else reason
+        by_reason.setdefault(key, []).append(name)
+    for reason, names in sorted(by_reason.items()):
+        lines.append(f"  skipped {len(names)} layers, {reason}: {_grouped(names)}")
+    for line in report.get("conversions", []):
+        lines.append(f"  converted: {line}")
+    return "\n".join(lines)

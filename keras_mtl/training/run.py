@@ -44,6 +44,7 @@ from keras_mtl.errors import UserError, bad_input_report
 from keras_mtl.io import remove_partial_writes, write_json_atomic
 from keras_mtl.metrics import MeanIoU
 from keras_mtl.models import build_multitask_model, build_single_task_model
+from keras_mtl.models.pretrained import describe_report
 from keras_mtl.tasks import TASK_NAMES, TASKS, class_names
 from keras_mtl.training.callbacks import (
     BEST_MODEL_NAME,
@@ -67,6 +68,7 @@ except ImportError:  # elsewhere: the owner's PID is checked instead
 LOGS_DIR = "logs"
 PREDICTIONS_NAME = "predictions.png"
 RESULTS_NAME = "results.json"
+PRETRAINED_REPORT_NAME = "pretrained.json"  # --pretrained: what was copied, from which file
 LOCK_NAME = "run.lock"
 # The files whose presence means that the folder holds an earlier run's results.
 RESULT_NAMES = (CHECKPOINT_NAME, BEST_MODEL_NAME, HISTORY_NAME, RESULTS_NAME, PREDICTIONS_NAME)
@@ -285,7 +287,9 @@ def pivot_metric_of(train: TrainConfig) -> str:
 
 
 def build_model(config: Config) -> keras.Model:
-    """The functional model of `config` (multi-task, or single-task with `train.single_task`)."""
+    """The functional model of `config` (multi-task, or single-task with `train.single_task`),
+    initialised from `model.pretrained` when given (not on resume); the initialisation report
+    is printed and written to `SAVE_PATH/pretrained.json` when that folder exists."""
     data, model_config = config.data, config.model
     architecture = dict(
         img_size=data.img_resize,
@@ -312,13 +316,13 @@ def build_model(config: Config) -> keras.Model:
         raise UserError(
             f"--img_resize/--backbone/--width_mult/--depth_scale/--depth_head/--depth_init: {error}"
         ) from None
-    if model_config.pretrained:
+    # A resumed run's checkpoint replaces every weight: no need to fetch the pretrained ones.
+    if model_config.pretrained and not config.train.resume:
         report = initialise_from_checkpoint(model, model_config.pretrained)
-        print(
-            f"pretrained: {len(report['copied'])} layers copied from {report['source']}, "
-            f"{len(report['skipped'])} skipped",
-            flush=True,
-        )
+        print(describe_report(report), flush=True)
+        # The per-layer report (and the weights file's path and hash) beside config.yaml.
+        if Path(config.train.save_path).is_dir():
+            write_json_atomic(Path(config.train.save_path) / PRETRAINED_REPORT_NAME, report)
     return model
 
 
