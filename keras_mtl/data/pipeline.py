@@ -656,6 +656,8 @@ def check_label_counts(
     # {"depth": 120, "semantic": 120, "motion": 12}
     ```
     """
+    if not isinstance(minimum, int) or minimum < 0:
+        raise UserError(f"--min_labelled_frames {minimum!r}: must be an integer >= 0")
     counts = {task: int(np.sum(flags)) for task, flags in labelled.items()}
     frames = max((len(flags) for flags in labelled.values()), default=0)
     short = [f"{task} on {n} of {frames}" for task, n in counts.items() if n < minimum]
@@ -663,9 +665,9 @@ def check_label_counts(
         raise UserError(
             f"--data_path {data_path}, split {split!r}: too few labelled frames to train: "
             f"{'; '.join(short)} frame(s), fewer than --min_labelled_frames {minimum}; add "
-            f"labels, lower --min_labelled_frames, or train a labelled task alone "
-            f"(--single_task; `python -m data_tools.check --data_path {data_path} --labels partial` shows "
-            "the coverage)"
+            "labels, lower --min_labelled_frames, or train a labelled task alone "
+            f"(--single_task); `python -m data_tools.check --data_path {data_path} --labels "
+            "partial` shows the coverage"
         )
     return counts
 
@@ -724,6 +726,7 @@ def make_dataset(
     skip_bad_frames: bool = False,
     labels: str = "strict",
     min_labelled_frames: int = 1,
+    trained_tasks: tuple[str, ...] | None = None,
 ) -> tf.data.Dataset:
     """The input pipeline of one split.
 
@@ -765,6 +768,8 @@ def make_dataset(
             module docstring).
         min_labelled_frames: with `labels="partial"` and `training`, refuse a split where a
             task has fewer labelled frames than this (`check_label_counts`).
+        trained_tasks: the tasks that minimum applies to (a single-task run needs only its
+            own labels); None = every task.
 
     Returns:
         `tf.data.Dataset` of `({"flow", "rgb"}, {"depth", "semantic", "motion"})`, plus the
@@ -803,7 +808,12 @@ def make_dataset(
     layout.check_label_mode(labels)
     stems, columns = frame_records(data_path, split, semantic_classes, flow_dir, labels=labels)
     if labels == "partial" and training:
-        check_label_counts(data_path, split, columns["labelled"], min_labelled_frames)
+        checked = {
+            task: flags
+            for task, flags in columns["labelled"].items()
+            if trained_tasks is None or task in trained_tasks
+        }
+        check_label_counts(data_path, split, checked, min_labelled_frames)
     frame_count = len(stems)
     if drop_remainder and not repeat and frame_count < batch_size:
         raise UserError(

@@ -330,7 +330,9 @@ def resolve_depth_init(config: Config) -> Config:
     if model_config.depth_head != "log" or model_config.depth_init is not None or not trains_depth:
         return config
     data = config.data
-    value = median_depth(data.data_path, data.train_split, data.semantic_classes, data.flow_dir)
+    value = median_depth(
+        data.data_path, data.train_split, data.semantic_classes, data.flow_dir, labels=data.labels
+    )
     return dataclasses.replace(
         config, model=dataclasses.replace(model_config, depth_init=round(value, 3))
     )
@@ -404,12 +406,16 @@ def build_datasets(config: Config, first_batch: int = 0) -> tuple[tf.data.Datase
         seed=train.seed,
         cache=data.cache,
         skip_bad_frames=data.skip_bad_frames,
+        labels=data.labels,
     )
     train_options = {
         "shuffle": data.shuffle,
         "augment_data": data.augment,
         "zoom": data.augment_zoom,
         "first_batch": first_batch,
+        # Partial labels: refuse a task with too few labelled frames before training.
+        "min_labelled_frames": data.min_labelled_frames,
+        "trained_tasks": (train.single_task,) if train.single_task else None,
     }
     train_ds = make_dataset(
         data.data_path, data.train_split, training=True, repeat=True, **train_options, **common
@@ -443,7 +449,11 @@ def steps_per_epoch_of(config: Config) -> int:
     data, train = config.data, config.train
     if train.steps_per_epoch is not None:
         return int(train.steps_per_epoch)
-    frames = len(list_stems(data.data_path, data.train_split, data.flow_dir, data.semantic_classes))
+    frames = len(
+        list_stems(
+            data.data_path, data.train_split, data.flow_dir, data.semantic_classes, data.labels
+        )
+    )
     if frames < train.batch_size:
         raise UserError(
             f"--data_path {data.data_path}, split {data.train_split!r}: {frames} frame(s) make "
@@ -642,7 +652,8 @@ def _train_in_folder(
     pictures = None
     try:
         sample = next(iter(val_ds.take(1)))
-        sample = tf.nest.map_structure(lambda x: x.numpy(), sample)
+        # (inputs, targets): without the label masks of --labels partial.
+        sample = tf.nest.map_structure(lambda x: x.numpy(), tuple(sample[:2]))
         pictures = PredictionImages(
             save_path / LOGS_DIR, sample, config.data.semantic_classes, guard=guard
         )
