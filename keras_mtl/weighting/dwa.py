@@ -88,8 +88,8 @@ class DynamicWeightAverage(Weighting):
         else:
             # An epoch mean of 0 (partial labels: no batch of the epoch had the task's labels;
             # a loss is never 0 otherwise) keeps that task's recorded means.
-            last = ops.convert_to_numpy(self.last_epoch_losses).tolist()
-            previous = ops.convert_to_numpy(self.previous_epoch_losses).tolist()
+            last = self.last_epoch_losses.numpy().tolist()
+            previous = self.previous_epoch_losses.numpy().tolist()
             shifted = [v > 0 for v in values]
             self.previous_epoch_losses.assign(
                 [a if s else b for a, b, s in zip(last, previous, shifted, strict=True)]
