@@ -500,6 +500,31 @@ def test_pipeline_masks_targets_and_minimum(partial_dataset):
     )
 
 
+def test_benchmark_derives_the_dropped_dataset_and_plans_partial_runs(tiny_dataset, tmp_path):
+    """benchmarks/partial_labels.py: the dataset of a rate lacks exactly the motion files
+    `data_tools.synthetic --drop_labels` would drop; its runs train with --labels partial."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import partial_labels, reproduce_table
+    from data_tools.synthetic import dropped_frames, frame_stem
+    from keras_mtl.data import layout
+
+    target = tmp_path / "data_motion50"
+    manifest = partial_labels.derive_dropped_dataset(tiny_dataset, target, 0.5)
+    expected = [frame_stem("train", i)[1] for i in dropped_frames(7, "train", 4, "motion", 0.5)]
+    assert manifest["dropped_labels"] == {"train": {"motion": expected}}
+    frames = layout.discover_frames(target, "train", labels="partial")
+    assert sorted(f.stem for f in frames if not f.has_label("motion")) == sorted(expected)
+    assert all(f.has_label("depth") and f.has_label("semantic") for f in frames)
+    assert len(layout.discover_frames(target, "val")) == 2  # val keeps every label
+    specs = partial_labels.plan(
+        reproduce_table.PRESETS["tiny"], ["vanilla"], [0], {0.0: tiny_dataset, 0.5: target}, 1
+    )
+    assert [s["name"] for s in specs] == ["vanilla_full_s0", "vanilla_motion50_s0"]
+    assert "labels" not in specs[0]["overrides"]  # full labels: today's strict training
+    assert specs[1]["overrides"]["labels"] == "partial"
+    assert specs[1]["overrides"]["data_path"] == str(target)
+
+
 def train_split_losses(model, root: Path) -> dict[str, float]:
     """Masked per-task losses of `model` over the 8 training frames (no augmentation)."""
     from keras_mtl import losses
