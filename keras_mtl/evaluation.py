@@ -682,8 +682,9 @@ def format_training_results(
     Args:
         results: `keras_mtl.training.run_training`'s dictionary: `final` and `best`
             (validation metrics without the `val_` prefix; `best` with its `epoch`), `epochs`,
-            and when present `per_class_iou` (`{"semantic": {class: iou}, "motion": {...}}`)
-            and `files` (the paths written).
+            and when present `per_class_iou` (`{"semantic": {class: iou}, "motion": {...}}`),
+            `labelled_frames` (`--labels partial`: `{split: {"frames": N, task: n}}`) and
+            `files` (the paths written).
         save_path: the run folder, named when `results` lists no files.
 
     Example:
@@ -710,6 +711,10 @@ def format_training_results(
     if per_class:
         lines.append("")
         lines += _per_class_lines(per_class)
+    for split, counts in (results.get("labelled_frames") or {}).items():
+        # --labels partial: each task was trained and validated over its labelled frames.
+        tasks = ", ".join(f"{t} {counts[t]}" for t in TASK_NAMES if t in counts)
+        lines.append(f"{split}: frames with labels: {tasks} of {counts.get('frames', '?')}")
     files = results.get("files") or []
     if files:
         lines += ["", "wrote:", *(f"  {os.fspath(path)}" for path in files)]

@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from keras_mtl.checkpoints import initialise_from_checkpoint
 from keras_mtl.config import MIXED_PRECISION_POLICIES, RUN_CONFIG_NAME, Config, TrainConfig
+from keras_mtl.data import layout
 from keras_mtl.data.pipeline import UNDECODABLE, list_stems, make_dataset, median_depth
 from keras_mtl.errors import UserError, bad_input_report
 from keras_mtl.io import remove_partial_writes, write_json_atomic
@@ -498,6 +499,19 @@ def describe_run(config: Config, strategy, trainer: MultiTaskTrainer) -> str:
     )
 
 
+def labelled_frames_of(config: Config) -> dict[str, dict]:
+    """`{split: {"frames": N, task: frames with the task's label}}` of the training and
+    validation splits (`--labels partial`; see `keras_mtl.data.layout.SplitScan.coverage`)."""
+    data = config.data
+    counts = {}
+    for split in dict.fromkeys((data.train_split, data.val_split)):
+        scan = layout.scan_split(
+            data.data_path, split, data.semantic_classes, data.flow_dir, data.labels
+        )
+        counts[split] = {"frames": len(scan.frames), **scan.coverage}
+    return counts
+
+
 def per_class_iou(trainer: MultiTaskTrainer) -> dict[str, dict[str, float]]:
     """IoU of every class (percent) in the trainer's last validation pass, by task and class
     name, for the tasks validated with a `MeanIoU` (semantic, motion)."""
@@ -699,6 +713,9 @@ def _train_in_folder(
         write_prediction_picture(save_path / PREDICTIONS_NAME, pictures.grids(trainer))
     summary = summarize_history(save_path / HISTORY_NAME, pivot_metric)
     summary["per_class_iou"] = per_class_iou(trainer) if validated else {}
+    if config.data.labels == "partial":
+        # Each task is trained and validated over the frames that have its label: say how many.
+        summary["labelled_frames"] = labelled_frames_of(config)
     outputs = (RUN_CONFIG_NAME, CHECKPOINT_NAME, BEST_MODEL_NAME, HISTORY_NAME, LOGS_DIR)
     outputs += (PREDICTIONS_NAME, RESULTS_NAME)
     summary["files"] = [
