@@ -470,7 +470,7 @@ class MultiTaskTrainer(keras.Model):
 
     def _task_state_before_step(self, labelled) -> dict:
         """The values of the weighting's trainable per-task state (`task_state_variables`)
-        before the optimizer step, for the tasks' whose labels a batch may lack."""
+        before the optimizer step (only with label masks: a batch may lack a task's labels)."""
         if labelled is None:
             return {}
         return {
