@@ -433,6 +433,29 @@ def test_drop_labels_writes_no_file_and_records_the_stems(partial_dataset):
         parse_drop_labels("motion=1.5")
 
 
+def test_depth_needs_its_camera_and_a_missing_label_folder_is_unlabelled(tiny_dataset, tmp_path):
+    from keras_mtl.data import layout
+    from keras_mtl.data.pipeline import make_dataset
+    from keras_mtl.errors import UserError
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root)
+    camera = sorted((root / "camera" / "train").rglob("*_camera.json"))[0]
+    camera.unlink()  # its disparity stays: depth cannot be computed, which is an error
+    with pytest.raises(UserError, match="no camera"):
+        layout.discover_frames(root, "train", labels="partial")
+    shutil.rmtree(root / "disparity")  # no depth label anywhere: every frame unlabelled
+    frames = layout.discover_frames(root, "train", labels="partial")
+    assert len(frames) == 4 and not any(f.has_label("depth") for f in frames)
+    assert layout.scan_split(root, "train", labels="partial").coverage["depth"] == 0
+    with pytest.raises(UserError, match="depth on 0 of 4"):
+        make_dataset(
+            root, "train", img_resize=(HEIGHT, WIDTH), batch_size=2, training=True, labels="partial"
+        )
+    with pytest.raises(UserError, match="disparity"):
+        layout.discover_frames(root, "train")  # strict: the folder is needed
+
+
 def test_check_reports_label_coverage(partial_dataset, capsys):
     from data_tools import check
     from data_tools.synthetic import MANIFEST
