@@ -24,13 +24,22 @@ sky and bonnet, d = fx * baseline / depth) and the camera JSON, then runs `data_
 Deterministic: frame `i` of split `s` is drawn from `SeedSequence([seed, split code, i])`, so the
 output does not depend on the number of workers.
 
+`--drop_labels motion=0.5,depth=0.1` leaves out a task's label files on that fraction of the
+frames of the splits `--drop_splits` names (default: train), to test and benchmark training
+with `--labels partial`: dropping means not writing the file (motion: the motion mask;
+semantic: both label images; depth: the disparity, the camera JSON stays). Which frames lose a
+label is drawn from the seed, the split and the task alone (exactly round(rate * frames) of
+them), so the images are those of the same dataset without dropping; the stems are recorded in
+synthetic_dataset.json (`dropped_labels`).
+
 With `--sequence N` it renders instead one drive of N consecutive frames of one street (the
 camera and the road users moving on frame after frame), written as Cityscapes
 `leftImg8bit_sequence` frames and, with `--mp4 PATH`, as an MPEG-4 video.
 
 Command line:
     python -m data_tools.synthetic --out DIR --num_train N --num_val M --height H --width W \
-        --seed S [--workers K] [--flow_method {farneback,dis}] [--object_count ...] ...
+        --seed S [--workers K] [--flow_method {farneback,dis}] [--object_count ...] \
+        [--drop_labels motion=0.5,depth=0.1 [--drop_splits train]]
     python -m data_tools.synthetic --out DIR --sequence N [--mp4 PATH] [--fps F] --height H \
         --width W --seed S [--object_count ...] ...
 """
@@ -92,6 +101,62 @@ DRIVE_IN_PROGRESS = "synthetic_sequence.in_progress"
 DRIVE_FPS = 17.0  # Cityscapes' frame rate
 
 _ID = {name: label.id for name, label in LABEL_BY_NAME.items()}
+
+# Tasks whose labels `--drop_labels` may leave out, and the code of each one's random stream
+# (after the split codes and DRIVE_CODE).
+DROPPABLE_TASKS: dict[str, int] = {"depth": 10, "semantic": 11, "motion": 12}
+
+
+def parse_drop_labels(text: str | None) -> dict[str, float]:
+    """`--drop_labels` text `motion=0.5,depth=0.1` -> `{"motion": 0.5, "depth": 0.1}`.
+
+    Args:
+        text: comma-separated `task=rate` entries, rate in [0, 1]; None or "" = nothing.
+
+    Raises:
+        UserError: naming `--drop_labels`, for an unknown task, a bad or repeated entry or a
+            rate outside [0, 1].
+
+    Example:
+        >>> parse_drop_labels("motion=0.5, depth=0.1")
+        {'motion': 0.5, 'depth': 0.1}
+    """
+    rates: dict[str, float] = {}
+    for entry in (text or "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        task, sep, value = entry.partition("=")
+        task = task.strip()
+        if not sep or task not in DROPPABLE_TASKS:
+            raise UserError(
+                f"--drop_labels {text!r}: {entry!r} is not TASK=RATE with TASK one of "
+                f"{', '.join(DROPPABLE_TASKS)} (e.g. --drop_labels motion=0.5,depth=0.1)"
+            )
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = float("nan")
+        if not 0.0 <= rate <= 1.0:
+            raise UserError(f"--drop_labels {text!r}: the rate of {task} must be in [0, 1]")
+        if task in rates:
+            raise UserError(f"--drop_labels {text!r}: {task} is given twice")
+        rates[task] = rate
+    return rates
+
+
+def dropped_frames(seed: int, split: str, count: int, task: str, rate: float) -> list[int]:
+    """Indices of the frames of `split` whose `task` label is dropped: round(rate * count) of
+    them, drawn from (seed, split, task) only, sorted.
+
+    Example:
+        >>> len(dropped_frames(0, "train", 10, "motion", 0.5))
+        5
+    """
+    rng = np.random.default_rng(
+        np.random.SeedSequence([int(seed), SPLIT_CODES[split], DROPPABLE_TASKS[task]])
+    )
+    return sorted(int(i) for i in rng.permutation(int(count))[: int(round(rate * count))])
 
 
 # --------------------------------------------------------------------------------------------
@@ -1615,8 +1680,15 @@ def generate_sample(
     )
 
 
-def write_sample(root: Path, split: str, sample: Sample) -> None:
-    """Writes one sample's files under `root` in the Cityscapes layout (atomically)."""
+def write_sample(root: Path, split: str, sample: Sample, dropped: tuple[str, ...] = ()) -> None:
+    """Writes one sample's files under `root` in the Cityscapes layout (atomically).
+
+    Args:
+        root: dataset root.
+        split: split folder.
+        sample: the rendered frame.
+        dropped: tasks whose label files are not written (`--drop_labels`).
+    """
     city, stem = sample.city, sample.stem
     write_png_atomic(
         root / RGB_DIR / split / city / f"{stem}{RGB_SUFFIX}", sample.current_rgb, rgb=True
@@ -1627,24 +1699,29 @@ def write_sample(root: Path, split: str, sample: Sample) -> None:
         rgb=True,
     )
     gt = root / GT_DIR / split / city
-    write_png_atomic(gt / f"{stem}{LABEL_IDS_SUFFIX}", sample.label_ids)
-    write_png_atomic(gt / f"{stem}{FIVE_CLASS_SUFFIX}", label_ids_to_five_classes(sample.label_ids))
-    write_png_atomic(gt / f"{stem}{MOTION_SUFFIX}", sample.motion * np.uint8(255))
-    write_png_atomic(
-        root / DISPARITY_DIR / split / city / f"{stem}{DISPARITY_SUFFIX}",
-        depth_to_disparity_png(sample.depth, sample.camera),
-    )
+    if "semantic" not in dropped:
+        write_png_atomic(gt / f"{stem}{LABEL_IDS_SUFFIX}", sample.label_ids)
+        write_png_atomic(
+            gt / f"{stem}{FIVE_CLASS_SUFFIX}", label_ids_to_five_classes(sample.label_ids)
+        )
+    if "motion" not in dropped:
+        write_png_atomic(gt / f"{stem}{MOTION_SUFFIX}", sample.motion * np.uint8(255))
+    if "depth" not in dropped:
+        write_png_atomic(
+            root / DISPARITY_DIR / split / city / f"{stem}{DISPARITY_SUFFIX}",
+            depth_to_disparity_png(sample.depth, sample.camera),
+        )
     write_json_atomic(
         root / CAMERA_DIR / split / city / f"{stem}{CAMERA_SUFFIX}", sample.camera.to_json()
     )
 
 
-def _frame_job(job: tuple[str, str, int, int, int, int, dict]) -> np.ndarray:
+def _frame_job(job: tuple[str, str, int, int, int, int, dict, tuple]) -> np.ndarray:
     """Generates and writes one frame; returns its histogram (5 classes, ignore, moving)."""
-    root, split, index, height, width, seed, knobs = job
+    root, split, index, height, width, seed, knobs, dropped = job
     cv2.setNumThreads(1)  # one frame per process
     sample = generate_sample(seed, split, index, height, width, Difficulty(**knobs))
-    write_sample(Path(root), split, sample)
+    write_sample(Path(root), split, sample, tuple(dropped))
     five = label_ids_to_five_classes(sample.label_ids)
     counts = np.bincount(np.where(five == 255, 5, five).ravel(), minlength=6)
     return np.append(counts, int(sample.motion.sum()))
@@ -1697,6 +1774,8 @@ def generate_dataset(
     flow: bool = True,
     flow_method: str | None = None,
     progress: bool = True,
+    drop_labels: dict[str, float] | str | None = None,
+    drop_splits: tuple[str, ...] = ("train",),
     **difficulty: float,
 ) -> dict[str, Any]:
     """Writes a synthetic dataset in the Cityscapes multitask layout, flow included.
@@ -1717,13 +1796,19 @@ def generate_dataset(
         flow_method: "farneback" or "dis" (None = `data_tools.flow.DEFAULT_METHOD`); the flow
             goes to that method's folder (`layout.flow_dir_for`).
         progress: show tqdm progress bars.
+        drop_labels: `{task: rate}` (or the `--drop_labels` text): leave out that task's label
+            files on round(rate * frames) frames of each split of `drop_splits` (see the
+            module docstring); None = every label written.
+        drop_splits: the splits `drop_labels` applies to.
         **difficulty: `Difficulty` knobs (object_count, moving_fraction, object_speed,
             ego_speed, texture_noise, lighting_variation).
 
     Returns:
         A summary (also written to `<out_dir>/synthetic_dataset.json`): root, sizes, seed,
         difficulty, frames per split, five-class pixel fractions, the moving-pixel fraction,
-        and the flow method and folder (None without flow).
+        the flow method and folder (None without flow), and with `drop_labels` the rates
+        (`drop_labels`) and the stems left without each label (`dropped_labels`,
+        `{split: {task: [stems]}}`).
 
     Example:
         >>> summary = generate_dataset("/tmp/synth", 8, 2, 64, 128, seed=0, workers=1)
@@ -1742,11 +1827,35 @@ def generate_dataset(
         raise UserError("nothing to generate: --num_train, --num_val and --num_test are all 0")
     if height < 32 or width < 32:
         raise UserError(f"--height and --width must be at least 32, got {height}x{width}")
+    rates = parse_drop_labels(drop_labels) if isinstance(drop_labels, str) else drop_labels
+    rates = parse_drop_labels(",".join(f"{t}={r}" for t, r in (rates or {}).items()))
+    unknown_splits = [split for split in drop_splits if split not in SPLIT_CODES]
+    if unknown_splits:
+        raise UserError(
+            f"--drop_splits {' '.join(unknown_splits)}: choose among {', '.join(SPLIT_CODES)}"
+        )
+    dropped: dict[str, dict[str, list[int]]] = {
+        split: {
+            task: dropped_frames(seed, split, int(counts[split]), task, rate)
+            for task, rate in rates.items()
+        }
+        for split in drop_splits
+        if rates and counts[split] > 0
+    }
     root = Path(out_dir)
     _start_output(root, out_dir, MANIFEST, IN_PROGRESS)
     _clear_previous_dataset(root)
     jobs = [
-        (str(root), split, index, int(height), int(width), int(seed), asdict(knobs))
+        (
+            str(root),
+            split,
+            index,
+            int(height),
+            int(width),
+            int(seed),
+            asdict(knobs),
+            tuple(t for t, indices in dropped.get(split, {}).items() if index in indices),
+        )
         for split, count in counts.items()
         for index in range(int(count))
     ]
@@ -1783,6 +1892,15 @@ def generate_dataset(
         "flow_method": flow_method if flow else None,
         "flow_dir": flow_dir_for(flow_method) if flow else None,
     }
+    if rates:
+        summary["drop_labels"] = {"rates": rates, "splits": list(drop_splits)}
+        summary["dropped_labels"] = {
+            split: {
+                task: [frame_stem(split, index)[1] for index in indices]
+                for task, indices in tasks.items()
+            }
+            for split, tasks in dropped.items()
+        }
     write_json_atomic(root / MANIFEST, summary)
     (root / IN_PROGRESS).unlink()
     return summary
@@ -2015,6 +2133,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--mp4", default=None, metavar="PATH", help="with --sequence: a video")
     parser.add_argument(
+        "--drop_labels",
+        default=None,
+        metavar="TASK=RATE,...",
+        help="leave out label files on a fraction of the frames, e.g. motion=0.5,depth=0.1 "
+        "(train with --labels partial); default: every label",
+    )
+    parser.add_argument(
+        "--drop_splits",
+        nargs="+",
+        default=None,
+        metavar="SPLIT",
+        help="splits --drop_labels applies to (default: train)",
+    )
+    parser.add_argument(
         "--fps", type=float, default=None, help=f"with --mp4: frame rate (default {DRIVE_FPS:g})"
     )
     defaults = Difficulty()
@@ -2025,7 +2157,14 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     knobs = {item.name: getattr(args, item.name) for item in fields(Difficulty)}
     if args.sequence is not None:
-        dataset_flags = ["num_train", "num_val", "num_test", "flow_method"]
+        dataset_flags = [
+            "num_train",
+            "num_val",
+            "num_test",
+            "flow_method",
+            "drop_labels",
+            "drop_splits",
+        ]
         given = [f"--{name}" for name in dataset_flags if getattr(args, name) is not None]
         if args.no_flow:
             given.append("--no_flow")
@@ -2060,6 +2199,8 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         flow=not args.no_flow,
         flow_method=args.flow_method,
+        drop_labels=args.drop_labels,
+        drop_splits=tuple(args.drop_splits or ("train",)),
         **knobs,
     )
     fractions = ", ".join(
@@ -2067,9 +2208,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     moving = summary["moving_fraction_pixels"]
     flow = f"; flow {summary['flow_method']} in {summary['flow_dir']}" if summary["flow"] else ""
+    dropped = ""
+    for split, tasks in summary.get("dropped_labels", {}).items():
+        dropped += "; " + ", ".join(
+            f"{split} {task} labels left out on {len(stems)} frames"
+            for task, stems in tasks.items()
+        )
     print(
         f"wrote {summary['splits']} to {summary['root']}; classes: {fractions}; "
-        f"moving {moving:.3f}{flow}"
+        f"moving {moving:.3f}{flow}{dropped}"
     )
     return 0
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from keras_mtl.data.layout import DEFAULT_DATA_PATH, FLOW_DIR
+from keras_mtl.data.layout import DEFAULT_DATA_PATH, FLOW_DIR, LABEL_MODES
 from keras_mtl.errors import UserError
 from keras_mtl.io import write_text_atomic
 from keras_mtl.tasks import SEMANTIC_CLASS_CHOICES, TASK_NAMES
@@ -101,6 +101,19 @@ class DataConfig:
         False,
         "leave out a frame whose PNG does not decode, with a warning naming the file; "
         "off: stop at it with one line naming the file",
+    )
+    labels: str = option(
+        "strict",
+        "labels per frame: strict, every frame has every task's label (the original); "
+        "partial, a frame needs rgb and flow, each task's label is optional and a task's loss "
+        "is taken over the frames that have it (docs/data.md)",
+        choices=LABEL_MODES,
+    )
+    min_labelled_frames: int = option(
+        1,
+        "with --labels partial: refuse to train when a task has fewer labelled training "
+        "frames than this",
+        metavar="N",
     )
 
 

@@ -13,6 +13,10 @@ round(metres * 256)), `<stem>_semantic.png` (uint8 ids), `<stem>_motion.png` (ui
 `<stem>_vis.png` (inputs, then truth beside prediction per task);
 `metrics_from_prediction_files` recomputes the metrics from these files.
 
+With `labels="partial"` a frame needs only its inputs: each task's metrics are taken over the
+frames that have its label (a missing label is an all-ignore target, which no metric counts),
+the results say how many (`labelled_frames`, `{task: n}`), and a task no frame has gets None.
+
 Example:
 
 ```python
@@ -313,6 +317,7 @@ def evaluate(
     overwrite: bool = False,
     progress: bool = True,
     flow_dir: str = FLOW_DIR,
+    labels: str = "strict",
 ) -> dict[str, Any]:
     """Evaluates `checkpoint` on `split` and returns the results dictionary (the JSON's content).
 
@@ -328,11 +333,14 @@ def evaluate(
         overwrite: allow writing into a non-empty `save_predictions` folder.
         progress: show a progress bar.
         flow_dir: name of the flow folder under `data_path`.
+        labels: `strict` (every frame has every label) or `partial` (labels optional per
+            frame; each task is scored over the frames that have its label).
 
     Returns:
         `{"depth_ard_percent", "depth_abs_rel", "depth_rmse", "semantic_miou", "motion_miou",
         "per_class_iou", "gmacs", "num_frames", "checkpoint", ...}`; metrics of tasks the
-        model does not predict are left out.
+        model does not predict are left out. With `labels="partial"` also `labelled_frames`
+        (`{task: frames with the task's label}`), and a task without any has metrics None.
 
     Raises:
         UserError: bad sizes, batch size or class count, a bad model file, a split without
@@ -365,7 +373,9 @@ def evaluate(
             f"which predicts {loaded.semantic_classes} classes: drop the flag or pass "
             f"{loaded.semantic_classes}"
         )
-    stems = list_stems(data_path, split, flow_dir=flow_dir, semantic_classes=semantic_classes)
+    stems = list_stems(
+        data_path, split, flow_dir=flow_dir, semantic_classes=semantic_classes, labels=labels
+    )
     if not stems:
         raise UserError(
             f"--data_path {data_path}: split {split!r} has no frames; pass another --split or "
@@ -383,11 +393,15 @@ def evaluate(
         flow_dir=flow_dir,
         shuffle=False,
         repeat=False,
+        labels=labels,
     )
     metrics = _make_metrics(loaded.tasks, semantic_classes)
+    labelled_frames = dict.fromkeys(loaded.tasks, 0)
 
     # The batch dimension is None in the spec, so the last partial batch does not retrace.
-    @tf.function(input_signature=list(dataset.element_spec))
+    # (A partial-label element also holds the label masks: the targets of a frame without a
+    # task's label are all ignore, so the metrics skip it; the masks only count the frames.)
+    @tf.function(input_signature=list(dataset.element_spec)[:2])
     def step(inputs, targets):
         outputs = loaded.predict({name: inputs[name] for name in loaded.input_names})
         predictions = resize_predictions(
@@ -405,9 +419,12 @@ def evaluate(
     bar = tqdm(
         dataset, total=num_batches, desc=f"evaluate {split}", unit="batch", disable=not progress
     )
-    for inputs, targets in bar:
+    for batch in bar:
+        inputs, targets = batch[0], batch[1]
         predictions = step(inputs, targets)
         count = int(tf.shape(next(iter(targets.values())))[0])
+        for task in loaded.tasks:
+            labelled_frames[task] += int(np.sum(batch[2][task])) if len(batch) > 2 else count
         if pred_dir is not None:
             predictions = {task: value.numpy() for task, value in predictions.items()}
             targets_np = {task: value.numpy() for task, value in targets.items()}
@@ -435,6 +452,13 @@ def evaluate(
         )
 
     results = _collect_results(metrics, semantic_classes)
+    if labels == "partial":
+        results["labelled_frames"] = labelled_frames
+        for task in loaded.tasks:
+            if labelled_frames[task] == 0:  # nothing to score: no number, not a 0
+                for name in TASKS[task].metrics:
+                    results[name] = None
+                results["per_class_iou"].pop(task, None)
     results.update(
         {
             "gmacs": loaded.gmacs,
@@ -461,6 +485,7 @@ def metrics_from_prediction_files(
     output_size: Sequence[int],
     semantic_classes: int = 5,
     flow_dir: str = FLOW_DIR,
+    labels: str = "strict",
 ) -> dict[str, Any]:
     """Recomputes the metrics from the PNGs written by `--save_predictions`.
 
@@ -481,7 +506,9 @@ def metrics_from_prediction_files(
     ```
     """
     pred_dir = Path(pred_dir)
-    stems = list_stems(data_path, split, flow_dir=flow_dir, semantic_classes=semantic_classes)
+    stems = list_stems(
+        data_path, split, flow_dir=flow_dir, semantic_classes=semantic_classes, labels=labels
+    )
     if not stems:
         raise UserError(f"--data_path {data_path}: split {split!r} has no frames")
     tasks = [
@@ -507,9 +534,11 @@ def metrics_from_prediction_files(
         flow_dir=flow_dir,
         shuffle=False,
         repeat=False,
+        labels=labels,
     )
     num_frames = 0
-    for (_, targets), stem in zip(targets_only, stems, strict=True):
+    for batch, stem in zip(targets_only, stems, strict=True):
+        targets = batch[1]  # (a frame without a task's label has all-ignore targets)
         for task in tasks:
             image = _read_png(pred_dir / f"{stem}{PREDICTION_SUFFIXES[task]}")
             if task == "depth":
@@ -622,11 +651,17 @@ def format_table(results: Mapping[str, Any], label: str | None = None) -> str:
     label = label or Path(str(results.get("checkpoint", "model"))).name
     gmacs = _fmt(results.get("gmacs"), 3)
     lines = [TABLE_HEADER, "|---|---|---|", f"| {label} | {_headline(results)} | {gmacs} |", ""]
-    if "depth_abs_rel" in results:
+    if results.get("depth_abs_rel") is not None:  # None: no frame with a depth label
         lines.append(
             f"Depth AbsRel {results['depth_abs_rel']:.4f}   Depth RMSE {results['depth_rmse']:.3f} m"
         )
     lines += _per_class_lines(results.get("per_class_iou", {}))
+    if results.get("labelled_frames") is not None:
+        counted = ", ".join(f"{task} {count}" for task, count in results["labelled_frames"].items())
+        lines.append(
+            f"Frames with labels (each task scored over its own): {counted} of "
+            f"{results.get('num_frames', '?')}"
+        )
     if results.get("delta_m") is not None:
         lines.append(f"Delta_m {results['delta_m']:+.2f} %  ({DELTA_M_CONVENTION})")
     output_size = results.get("output_size", ["?", "?"])
@@ -647,8 +682,9 @@ def format_training_results(
     Args:
         results: `keras_mtl.training.run_training`'s dictionary: `final` and `best`
             (validation metrics without the `val_` prefix; `best` with its `epoch`), `epochs`,
-            and when present `per_class_iou` (`{"semantic": {class: iou}, "motion": {...}}`)
-            and `files` (the paths written).
+            and when present `per_class_iou` (`{"semantic": {class: iou}, "motion": {...}}`),
+            `labelled_frames` (`--labels partial`: `{split: {"frames": N, task: n}}`) and
+            `files` (the paths written).
         save_path: the run folder, named when `results` lists no files.
 
     Example:
@@ -675,6 +711,10 @@ def format_training_results(
     if per_class:
         lines.append("")
         lines += _per_class_lines(per_class)
+    for split, counts in (results.get("labelled_frames") or {}).items():
+        # --labels partial: each task was trained and validated over its labelled frames.
+        tasks = ", ".join(f"{t} {counts[t]}" for t in TASK_NAMES if t in counts)
+        lines.append(f"{split}: frames with labels: {tasks} of {counts.get('frames', '?')}")
     files = results.get("files") or []
     if files:
         lines += ["", "wrote:", *(f"  {os.fspath(path)}" for path in files)]

@@ -26,6 +26,13 @@ Three depth losses are selectable (`DEPTH_LOSSES`, `train.depth_loss`), all on t
 Predictions are clamped to `MIN_DEPTH` before the log, so a linear head that outputs <= 0 still
 gets a finite loss (and a gradient pushing it up).
 
+Partial labels: every `*_terms` function takes an optional per-sample mask `sample_mask` [B]
+(1 = the frame has this task's label, `--labels partial`): masked frames count as if all their
+pixels were invalid, so a task's loss is the mean over the labelled pixels of the frames that
+have its label, exactly over the global batch like any loss here, and 0 with a zero gradient
+when no frame of the batch has it. `labelled_amount` is the statistic (the loss's denominator)
+whose global value says whether the batch had the task's labels at all.
+
 Example:
 
 ```python
@@ -68,17 +75,18 @@ def _safe_divide(numerator, denominator):
     return ops.where(positive, numerator / ops.where(positive, denominator, 1.0), 0.0)
 
 
-def _smooth_l1_terms(y_true, y_pred) -> dict:
+def _smooth_l1_terms(y_true, y_pred, sample_mask=None) -> dict:
     """Additive statistics of the SmoothL1 depth loss over one batch (float32 scalars).
 
     Args:
         y_true: [B, H, W, 1] (or [B, H, W]) depth in metres, 0 = invalid.
         y_pred: predicted depth, same shape as `y_true`.
+        sample_mask: optional [B], 0 = the frame has no depth label.
 
     Returns:
         `{"smooth_l1_sum", "count", "pred_sum", "true_sum"}` over the valid pixels.
     """
-    y_true, y_pred, valid = _depth_pair(y_true, y_pred)
+    y_true, y_pred, valid = _depth_pair(y_true, y_pred, sample_mask)
     diff = (y_pred - y_true) * valid
     abs_diff = ops.abs(diff)
     smooth_l1 = ops.where(
@@ -127,15 +135,27 @@ def _smooth_l1_from_terms(terms: dict, totals: dict | None = None, num_replicas:
     return ops.where(count > 0, smooth + charb, 0.0)
 
 
-def _depth_pair(y_true, y_pred):
-    """float32 (target, prediction, valid mask) with the prediction's channel axis dropped."""
+def _per_pixel(sample_mask, like):
+    """A per-sample mask [B] as float32 broadcastable against `like` [B, H, W]."""
+    mask = ops.cast(sample_mask, "float32")
+    return ops.reshape(mask, (-1,) + (1,) * (len(like.shape) - 1))
+
+
+def _depth_pair(y_true, y_pred, sample_mask=None):
+    """float32 (target, prediction, valid mask) with the prediction's channel axis dropped.
+
+    A frame whose `sample_mask` entry is 0 has no valid pixel (partial labels).
+    """
     y_true = ops.cast(y_true, "float32")
     y_pred = ops.cast(y_pred, "float32")
     if len(y_pred.shape) == len(y_true.shape) + 1:
         y_pred = ops.squeeze(y_pred, axis=-1)
     if len(y_true.shape) == len(y_pred.shape) + 1:
         y_true = ops.squeeze(y_true, axis=-1)
-    return y_true, y_pred, ops.cast(y_true > 0, "float32")
+    valid = ops.cast(y_true > 0, "float32")
+    if sample_mask is not None:
+        valid = valid * _per_pixel(sample_mask, valid)
+    return y_true, y_pred, valid
 
 
 def _log_ratio(y_true, y_pred, valid):
@@ -145,8 +165,8 @@ def _log_ratio(y_true, y_pred, valid):
     return ratio * valid
 
 
-def _log_l1_terms(y_true, y_pred) -> dict:
-    y_true, y_pred, valid = _depth_pair(y_true, y_pred)
+def _log_l1_terms(y_true, y_pred, sample_mask=None) -> dict:
+    y_true, y_pred, valid = _depth_pair(y_true, y_pred, sample_mask)
     log_ratio = _log_ratio(y_true, y_pred, valid)
     return {"abs_log_sum": ops.sum(ops.abs(log_ratio)), "count": ops.sum(valid)}
 
@@ -158,8 +178,8 @@ def _log_l1_from_terms(terms: dict, totals: dict | None = None, num_replicas: in
     return num_replicas * _safe_divide(terms["abs_log_sum"], count)
 
 
-def _silog_terms(y_true, y_pred) -> dict:
-    y_true, y_pred, valid = _depth_pair(y_true, y_pred)
+def _silog_terms(y_true, y_pred, sample_mask=None) -> dict:
+    y_true, y_pred, valid = _depth_pair(y_true, y_pred, sample_mask)
     log_ratio = _log_ratio(y_true, y_pred, valid)
     return {
         "log_sum": ops.sum(log_ratio),
@@ -200,18 +220,22 @@ def check_depth_loss(kind: str) -> str:
     return kind
 
 
-def depth_loss_terms(y_true, y_pred, kind: str = "smooth_l1") -> dict:
+def depth_loss_terms(y_true, y_pred, kind: str = "smooth_l1", sample_mask=None) -> dict:
     """Additive statistics of the depth loss `kind` over one batch (float32 scalars).
 
     Args:
         y_true: [B, H, W, 1] (or [B, H, W]) depth in metres, 0 = invalid.
         y_pred: predicted depth, same shape as `y_true`.
         kind: one of `DEPTH_LOSSES`.
+        sample_mask: optional [B]; a frame with 0 counts as having no valid pixel.
 
     Returns:
         A dict of sums over the valid pixels (always with `count`).
     """
-    return _DEPTH_TERMS[check_depth_loss(kind)](y_true, y_pred)
+    terms = _DEPTH_TERMS[check_depth_loss(kind)]
+    if sample_mask is None:
+        return terms(y_true, y_pred)
+    return terms(y_true, y_pred, sample_mask)
 
 
 def depth_loss_from_terms(
@@ -247,7 +271,9 @@ def depth_loss(y_true, y_pred, kind: str = "smooth_l1"):
     return depth_loss_from_terms(depth_loss_terms(y_true, y_pred, kind), kind=kind)
 
 
-def cross_entropy_terms(y_true, logits, class_weights: Sequence[float] | None = None) -> dict:
+def cross_entropy_terms(
+    y_true, logits, class_weights: Sequence[float] | None = None, sample_mask=None
+) -> dict:
     """Additive statistics of the ignore-aware cross-entropy over one batch.
 
     Args:
@@ -256,6 +282,7 @@ def cross_entropy_terms(y_true, logits, class_weights: Sequence[float] | None = 
         logits: [B, H, W, C] unnormalised scores.
         class_weights: optional C weights (PyTorch `CrossEntropyLoss(weight=...)` semantics:
             the mean is weighted by the weight of each pixel's true class).
+        sample_mask: optional [B]; a frame with 0 counts as entirely ignored.
 
     Returns:
         `{"weighted_sum", "weight_sum"}` over the valid pixels.
@@ -276,6 +303,8 @@ def cross_entropy_terms(y_true, logits, class_weights: Sequence[float] | None = 
             raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
         table = ops.convert_to_tensor(list(class_weights), dtype="float32")
         weights = weights * ops.take(table, safe_labels)
+    if sample_mask is not None:
+        weights = weights * _per_pixel(sample_mask, weights)
     return {"weighted_sum": ops.sum(per_pixel * weights), "weight_sum": ops.sum(weights)}
 
 
@@ -307,6 +336,7 @@ def task_loss_terms(
     y_pred,
     depth_loss: str = "smooth_l1",
     class_weights: Sequence[float] | None = None,
+    sample_mask=None,
 ) -> dict:
     """Additive statistics of the loss of `task` (`TASKS[task].loss`) over one batch.
 
@@ -316,13 +346,36 @@ def task_loss_terms(
         y_pred: the task's predictions (metres, or logits).
         depth_loss: which depth loss, one of `DEPTH_LOSSES` (tasks whose loss is `depth`).
         class_weights: per-class weights (tasks whose loss is `cross_entropy`), or None.
+        sample_mask: optional [B] label mask of the task (`--labels partial`): frames with 0
+            do not count; None = every frame has the label.
 
     Returns:
         The statistics of `depth_loss_terms` or `cross_entropy_terms`.
+
+    Example:
+
+    ```python
+    terms = task_loss_terms("motion", motion_true, motion_logits, sample_mask=[1.0, 0.0])
+    task_loss_from_terms("motion", terms)  # mean over the pixels of the first frame only
+    ```
     """
     if TASKS[task].loss == "depth":
-        return depth_loss_terms(y_true, y_pred, depth_loss)
-    return cross_entropy_terms(y_true, y_pred, class_weights)
+        return depth_loss_terms(y_true, y_pred, depth_loss, sample_mask)
+    return cross_entropy_terms(y_true, y_pred, class_weights, sample_mask)
+
+
+def labelled_amount(task: str, terms: dict):
+    """The denominator of `task`'s loss in `task_loss_terms` statistics: valid pixels (depth)
+    or their summed class weights (cross-entropy). Summed over replicas and > 0, the global
+    batch had the task's labels; 0 means its loss is 0 with no gradient.
+
+    Example:
+
+    ```python
+    labelled_amount("depth", {"count": 12.0, ...})  # 12.0
+    ```
+    """
+    return terms["count"] if TASKS[task].loss == "depth" else terms["weight_sum"]
 
 
 def task_loss_from_terms(

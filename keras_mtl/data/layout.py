@@ -71,6 +71,32 @@ def flow_dir_for(method: str) -> str:
 
 # The modalities one training frame needs, in the order errors list them.
 MODALITIES: tuple[str, ...] = ("rgb", "flow", "semantic", "motion", "disparity", "camera")
+
+# Label modes (`--labels`): `strict` needs every modality of every frame (the original's rule);
+# `partial` needs only the inputs, each task's label files being optional per frame.
+LABEL_MODES: tuple[str, ...] = ("strict", "partial")
+# The inputs every frame needs in both modes.
+INPUT_MODALITIES: tuple[str, ...] = ("rgb", "flow")
+# The label file of each task (depth also reads the camera, which then must exist too).
+TASK_LABEL_MODALITY: dict[str, str] = {
+    "depth": "disparity",
+    "semantic": "semantic",
+    "motion": "motion",
+}
+
+
+def check_label_mode(labels: str) -> str:
+    """Returns `labels`; UserError naming `--labels` unless it is one of `LABEL_MODES`.
+
+    Example:
+        >>> check_label_mode("partial")
+        'partial'
+    """
+    if labels not in LABEL_MODES:
+        raise UserError(f"--labels {labels!r}: choose one of {', '.join(LABEL_MODES)}")
+    return labels
+
+
 _MAX_NAMED = 10  # how many stems/files an error message spells out before "and N more"
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -193,15 +219,29 @@ def _files(folder: Path) -> list[Path]:
 
 @dataclass
 class FrameFiles:
-    """The files of one frame, found by stem."""
+    """The files of one frame, found by stem.
+
+    Under `--labels partial` a task's label files may be missing: `semantic`, `motion`,
+    `disparity` and `camera` are then None (`has_label` says which tasks a frame has). Under
+    `--labels strict` (the default) every file is present.
+    """
 
     stem: str
     rgb: Path
     flow: Path
-    semantic: Path
-    motion: Path
-    disparity: Path
-    camera: Path
+    semantic: Path | None = None
+    motion: Path | None = None
+    disparity: Path | None = None
+    camera: Path | None = None
+
+    def has_label(self, task: str) -> bool:
+        """Whether the frame has `task`'s label (`depth`: disparity and camera).
+
+        Example:
+            >>> FrameFiles("a_1_2", Path("a.png"), Path("f.png")).has_label("motion")
+            False
+        """
+        return getattr(self, TASK_LABEL_MODALITY[task]) is not None
 
 
 @dataclass
@@ -209,15 +249,23 @@ class SplitScan:
     """What discovery found in one split: complete frames and the problems.
 
     Attributes:
-        frames: stem -> {modality: path} for frames that have every modality.
-        missing: stem -> names of the modalities it lacks (frames are anchored on RGB files).
+        frames: stem -> {modality: path} for the usable frames: with `labels="strict"` those
+            that have every modality; with `labels="partial"` those that have the inputs (rgb,
+            flow), their label files being whatever exists.
+        missing: stem -> names of the modalities it lacks that the mode needs (frames are
+            anchored on RGB files).
         duplicates: messages about stems with more than one candidate file for a modality.
+        inputs: frames that have both inputs (rgb and flow), whatever the mode.
+        coverage: task -> how many of those `inputs` frames have the task's label (depth:
+            disparity and camera), whatever the mode; `data_tools.check` reports it.
     """
 
     split: str
     frames: dict[str, dict[str, Path]] = field(default_factory=dict)
     missing: dict[str, list[str]] = field(default_factory=dict)
     duplicates: list[str] = field(default_factory=list)
+    inputs: int = 0
+    coverage: dict[str, int] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         """One line per frame with a missing modality, then one per duplicate."""
@@ -257,26 +305,63 @@ def _pick_flow(stem: str, candidates: list[Path]) -> Path | None:
     return preferred[0] if len(preferred) == 1 else None
 
 
+def _label_missing(missing: list[str], paths: dict[str, Path]) -> tuple[list[str], list[str]]:
+    """Splits a partial frame's missing modalities into (needed, absent labels).
+
+    Inputs are always needed; a camera is needed only beside a disparity (depth needs both),
+    and a disparity without its camera is reported rather than silently unlabelled.
+    """
+    needed = [m for m in missing if m in INPUT_MODALITIES]
+    if "camera" in missing and "disparity" in paths:
+        needed.append("camera")
+    labels = [m for m in missing if m not in needed]
+    return needed, labels
+
+
 def scan_split(
-    data_path: str | Path, split: str, semantic_classes: int = 5, flow_dir: str = FLOW_DIR
+    data_path: str | Path,
+    split: str,
+    semantic_classes: int = 5,
+    flow_dir: str = FLOW_DIR,
+    labels: str = "strict",
 ) -> SplitScan:
     """Finds every frame of `split` by stem and records what is missing, without raising on it.
 
     Frames are anchored on the RGB files (`<stem>_leftImg8bit.png`); files of other modalities
     without an RGB frame are ignored, as are unrelated files (colour labels, polygons, ...).
 
+    Args:
+        data_path: dataset root.
+        split: split folder name.
+        semantic_classes: 5 reads `*_gtFine_labelTrainIds.png`, 19 `*_gtFine_labelIds.png`.
+        flow_dir: flow folder name.
+        labels: `strict` (every modality needed) or `partial` (rgb and flow needed; label
+            files optional per frame, a camera needed beside a disparity). Under `partial` a
+            label folder (gtFine/, disparity/, camera/) may be missing altogether.
+
     Raises:
-        UserError: missing root, modality folder or split folder.
+        UserError: missing root, input folder or split folder (label folders too, `strict`).
+
+    Example:
+        >>> scan = scan_split("data/synthetic", "train", labels="partial")  # doctest: +SKIP
+        >>> scan.coverage  # doctest: +SKIP
+        {'depth': 120, 'semantic': 120, 'motion': 60}
     """
+    partial = check_label_mode(labels) == "partial"
     root = resolve_root(data_path)
     locations = modality_locations(semantic_classes, flow_dir)
     scan = SplitScan(split=split)
     files_by_folder: dict[str, list[Path]] = {}
+    input_folders = {locations[m][0] for m in INPUT_MODALITIES}
     for folder, _ in locations.values():
         if folder not in files_by_folder:
             try:
                 split_dir = _split_dir(root, folder, split)
             except UserError as error:
+                if partial and folder not in input_folders:
+                    # A dataset without any file of a label kind: every frame lacks it.
+                    files_by_folder[folder] = []
+                    continue
                 if folder != flow_dir:
                     raise
                 raise UserError(
@@ -313,23 +398,51 @@ def scan_split(
                 )
                 continue
             paths[modality] = chosen
+        if all(m in paths for m in INPUT_MODALITIES):
+            scan.inputs += 1
+            for task, modality in TASK_LABEL_MODALITY.items():
+                labelled = modality in paths and (task != "depth" or "camera" in paths)
+                scan.coverage[task] = scan.coverage.get(task, 0) + int(labelled)
+        if partial:
+            needed, _ = _label_missing(missing, paths)
+            if needed:
+                scan.missing[stem] = needed
+            elif all(m in paths for m in INPUT_MODALITIES) and len(paths) + len(missing) == len(
+                MODALITIES
+            ):
+                # (no duplicates): the frame with whatever labels it has; a camera without
+                # disparity labels nothing, so it is dropped.
+                if "disparity" not in paths:
+                    paths.pop("camera", None)
+                scan.frames[stem] = paths
+            continue
         if missing:
             scan.missing[stem] = missing
         elif len(paths) == len(MODALITIES):
             scan.frames[stem] = paths
+    for task in TASK_LABEL_MODALITY:
+        scan.coverage.setdefault(task, 0)
     return scan
 
 
 def discover_frames(
-    data_path: str | Path, split: str, semantic_classes: int = 5, flow_dir: str = FLOW_DIR
+    data_path: str | Path,
+    split: str,
+    semantic_classes: int = 5,
+    flow_dir: str = FLOW_DIR,
+    labels: str = "strict",
 ) -> list[FrameFiles]:
-    """Every frame of `split`, sorted by stem, each with all its files.
+    """Every frame of `split`, sorted by stem, each with all its files (see `scan_split`).
+
+    Args:
+        labels: `strict`: every frame must have every modality; `partial`: rgb and flow,
+            label files optional (None in the `FrameFiles`).
 
     Raises:
         UserError: missing root/folder, frames with a missing modality (named), duplicate
             candidates, or an empty split.
     """
-    scan = scan_split(data_path, split, semantic_classes, flow_dir)
+    scan = scan_split(data_path, split, semantic_classes, flow_dir, labels)
     if scan.missing:
         by_modality: dict[str, list[str]] = {}
         for stem, mods in sorted(scan.missing.items()):
@@ -339,10 +452,15 @@ def discover_frames(
             f"no {mod} ({locations_hint(mod, semantic_classes, flow_dir)}) for {_name_some(stems)}"
             for mod, stems in by_modality.items()
         )
+        hint = ""
+        if labels == "strict" and all(
+            mod not in INPUT_MODALITIES for mods in scan.missing.values() for mod in mods
+        ):
+            hint = "; or train with --labels partial, where each task's labels are optional"
         raise UserError(
             f"--data_path {data_path}, split {split!r}: {len(scan.missing)} frame(s) lack a "
             f"modality: {details}. Run `python -m data_tools.check --data_path {data_path}` "
-            f"for the full list"
+            f"for the full list{hint}"
         )
     if scan.duplicates:
         raise UserError(f"--data_path {data_path}, split {split!r}: {scan.duplicates[0]}")
@@ -437,9 +555,12 @@ def check_frame_files(frame: FrameFiles) -> tuple[int, int]:
     Raises:
         UserError: naming the bad file, or the two files whose sizes differ.
     """
-    infos = {m: check_png(getattr(frame, m), m) for m in _EXPECTED_PNG}
+    # A frame of `--labels partial` may lack label files (None): only those present are read.
+    infos = {m: check_png(getattr(frame, m), m) for m in _EXPECTED_PNG if getattr(frame, m)}
     size = (infos["rgb"].height, infos["rgb"].width)
     for modality in ("semantic", "motion", "disparity"):
+        if modality not in infos:
+            continue
         other = (infos[modality].height, infos[modality].width)
         if other != size:
             raise UserError(

@@ -25,6 +25,19 @@ inputs, targets = next(iter(train))
 inputs["flow"].shape  # (8, 128, 256, 3), normalised (x - 128) / 64
 targets["semantic"].dtype  # int32, 255 = ignore
 ```
+
+Partial labels (`labels="partial"`): a frame needs only its inputs (rgb, flow); each task's
+label files are optional. A missing label becomes an all-ignore target (depth 0, classes 255,
+so losses and metrics skip it as they skip any invalid pixel) and the dataset yields a third
+element, the per-sample label masks `{task: float32 [B]}` (1 = the frame has the task's
+label), which Keras passes to `train_step`/`test_step` as the sample weights:
+
+```python
+train = make_dataset("data/partial", "train", img_resize=(128, 256), batch_size=8,
+                     training=True, labels="partial", min_labelled_frames=10)
+inputs, targets, label_masks = next(iter(train))
+label_masks["motion"]  # [8] 1.0 / 0.0
+```
 """
 
 from __future__ import annotations
@@ -48,6 +61,8 @@ from keras_mtl.tasks import IGNORE_INDEX
 NORMALIZATION_OFFSET = 128.0
 NORMALIZATION_SCALE = 64.0
 _PNG_KEYS = ("rgb", "flow", "semantic", "motion", "disparity")
+# Partial labels: the task whose label each optional PNG is.
+_LABEL_TASK_OF_PNG = {"disparity": "depth", "semantic": "semantic", "motion": "motion"}
 # In the line that names a frame that does not decode (what the tools may add to it follows).
 UNDECODABLE = "regenerate or remove this frame"
 
@@ -95,14 +110,19 @@ def denormalize_inputs(flow, rgb):
 
 
 def list_stems(
-    data_path: str | Path, split: str, flow_dir: str = FLOW_DIR, semantic_classes: int = 5
+    data_path: str | Path,
+    split: str,
+    flow_dir: str = FLOW_DIR,
+    semantic_classes: int = 5,
+    labels: str = "strict",
 ) -> list[str]:
-    """Sorted stems `<city>_<seq>_<frame>` of `split` that have every modality.
+    """Sorted stems `<city>_<seq>_<frame>` of `split` that have every modality (`labels=
+    "strict"`) or the inputs (`labels="partial"`, label files optional).
 
     Raises:
         UserError: missing root or folder, frames with a missing modality (named), empty split.
     """
-    frames = layout.discover_frames(data_path, split, semantic_classes, flow_dir)
+    frames = layout.discover_frames(data_path, split, semantic_classes, flow_dir, labels)
     return [frame.stem for frame in frames]
 
 
@@ -140,8 +160,24 @@ _PNG_CHANNELS = {"rgb": 3, "flow": 3}  # every other PNG is one channel
 
 
 def _decode_frame(record: dict) -> dict:
-    """A frame record with its PNGs decoded to their stored dtypes (`pixels`), `decoded` True."""
-    pixels = {key: decode_png(record["paths"][key], key) for key in _PNG_KEYS}
+    """A frame record with its PNGs decoded to their stored dtypes (`pixels`), `decoded` True.
+
+    A record of `labels="partial"` carries `labelled` (`{task: bool}`): a label it lacks
+    (empty path) decodes to zeros at the RGB frame's size, which `_raw_to_example` turns into
+    an all-ignore target.
+    """
+    if "labelled" not in record:
+        pixels = {key: decode_png(record["paths"][key], key) for key in _PNG_KEYS}
+        return {**record, "pixels": pixels, "decoded": tf.constant(True)}
+    pixels = {key: decode_png(record["paths"][key], key) for key in ("rgb", "flow")}
+    size = tf.shape(pixels["rgb"])[:2]
+    for key, task in _LABEL_TASK_OF_PNG.items():
+        dtype = _PNG_DTYPES.get(key, tf.uint8)
+        pixels[key] = tf.cond(
+            record["labelled"][task],
+            lambda key=key: decode_png(record["paths"][key], key),
+            lambda dtype=dtype: tf.zeros(tf.concat([size, [1]], 0), dtype),
+        )
     return {**record, "pixels": pixels, "decoded": tf.constant(True)}
 
 
@@ -207,6 +243,8 @@ def bad_frame_line(data_path: str | Path, paths: dict[str, str]) -> tuple[str, s
     """
     for key in _PNG_KEYS:
         path = paths[key]
+        if not path:  # a label the frame does not have (`labels="partial"`)
+            continue
         try:
             decode_png(tf.constant(path), key)
         except tf.errors.NotFoundError as error:
@@ -322,16 +360,31 @@ def _motion_ids(mask: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.equal(mask, 255), 1, tf.where(tf.equal(mask, 0), 0, IGNORE_INDEX))
 
 
-def _raw_to_example(raw: dict[str, tf.Tensor], semantic_classes: int) -> dict[str, tf.Tensor]:
-    """Stored values -> the augmentation's example (float pixels, flow without offset, metres)."""
+def _raw_to_example(
+    raw: dict[str, tf.Tensor], semantic_classes: int, labelled: dict | None = None
+) -> dict[str, tf.Tensor]:
+    """Stored values -> the augmentation's example (float pixels, flow without offset, metres).
+
+    Args:
+        raw: decoded PNGs and `fx_baseline`.
+        semantic_classes: 5 or 19.
+        labelled: `{task: bool}` (`labels="partial"`): a task without its label gets an
+            all-ignore target (depth 0 = invalid, class ids 255), so every loss and metric
+            skips it; None: every label is there.
+    """
     flow = tf.cast(raw["flow"], tf.float32) - tf.constant([FLOW_OFFSET, FLOW_OFFSET, 0.0])
-    return {
+    example = {
         "rgb": tf.cast(raw["rgb"], tf.float32),
         "flow": flow,
         "depth": disparity_to_depth(raw["disparity"], raw["fx_baseline"]),
         "semantic": _semantic_ids(raw["semantic"], semantic_classes),
         "motion": _motion_ids(raw["motion"]),
     }
+    if labelled is not None:
+        example["depth"] = tf.where(labelled["depth"], example["depth"], 0.0)
+        for task in ("semantic", "motion"):
+            example[task] = tf.where(labelled[task], example[task], IGNORE_INDEX)
+    return example
 
 
 def _check_five_class(labels: tf.Tensor, name: tf.Tensor, data_path: str | Path) -> tf.Operation:
@@ -453,6 +506,7 @@ def median_depth(
     semantic_classes: int = 5,
     flow_dir: str = FLOW_DIR,
     max_frames: int = 32,
+    labels: str = "strict",
 ) -> float:
     """Median of the valid depth pixels (metres) over up to `max_frames` evenly spaced frames.
 
@@ -465,11 +519,13 @@ def median_depth(
         semantic_classes: as for `list_stems` (frame discovery checks every modality).
         flow_dir: flow folder name.
         max_frames: frames read at most (the median is stable long before the whole split).
+        labels: `strict`, or `partial` (only the frames that have a depth label are read).
 
     Raises:
         UserError: the split cannot be read, a disparity PNG is corrupt, or no pixel is valid.
     """
-    frames = layout.discover_frames(data_path, split, semantic_classes, flow_dir)
+    frames = layout.discover_frames(data_path, split, semantic_classes, flow_dir, labels)
+    frames = [frame for frame in frames if frame.has_label("depth")]
     step = max(1, len(frames) // max(1, max_frames))
     samples = []
     for frame in frames[::step][:max_frames]:
@@ -509,16 +565,20 @@ def frame_records(
     semantic_classes: int = 5,
     flow_dir: str = FLOW_DIR,
     check_files: bool = True,
+    labels: str = "strict",
 ) -> tuple[list[str], dict]:
     """Discovers a split and returns its stems and the per-frame file paths + fx * baseline.
 
     Args:
         check_files: check every PNG header (format, truncation, bit depth, sizes) first.
+        labels: `strict` (every frame has every file) or `partial` (label files optional).
 
     Returns:
         (stems, columns), one entry per stem: `paths` (`{key: numpy array of path strings}`
         for `rgb`, `flow`, `semantic`, `motion`, `disparity`), `semantic_name` (the label
         file's path relative to `data_path`, for messages) and `fx_baseline` (float32).
+        With `labels="partial"` also `labelled` (`{task: bool array}`); a missing label's
+        path is "" and its `fx_baseline` 0.
 
     Example:
 
@@ -527,19 +587,89 @@ def frame_records(
     columns["paths"]["rgb"][0]  # "data/synthetic/leftImg8bit/val/.../..._leftImg8bit.png"
     ```
     """
-    frames = layout.discover_frames(data_path, split, semantic_classes, flow_dir)
+    frames = layout.discover_frames(data_path, split, semantic_classes, flow_dir, labels)
     if check_files:
         for frame in frames:
             layout.check_frame_files(frame)
-    paths = {key: np.array([str(getattr(frame, key)) for frame in frames]) for key in _PNG_KEYS}
+    if labels == "strict":
+        paths = {key: np.array([str(getattr(frame, key)) for frame in frames]) for key in _PNG_KEYS}
+        columns = {
+            "paths": paths,
+            "semantic_name": np.array(
+                [_relative(str(frame.semantic), data_path) for frame in frames]
+            ),
+            "fx_baseline": np.array(
+                [layout.read_camera(frame.camera) for frame in frames], dtype=np.float32
+            ),
+        }
+        return [frame.stem for frame in frames], columns
+
+    def path_of(frame: FrameFiles, key: str) -> str:
+        path = getattr(frame, key)
+        return "" if path is None else str(path)
+
     columns = {
-        "paths": paths,
-        "semantic_name": np.array([_relative(str(frame.semantic), data_path) for frame in frames]),
-        "fx_baseline": np.array(
-            [layout.read_camera(frame.camera) for frame in frames], dtype=np.float32
+        "paths": {
+            key: np.array([path_of(frame, key) for frame in frames], dtype=object).astype(str)
+            for key in _PNG_KEYS
+        },
+        "semantic_name": np.array(
+            [
+                _relative(str(frame.semantic), data_path) if frame.semantic else ""
+                for frame in frames
+            ]
         ),
+        "fx_baseline": np.array(
+            [layout.read_camera(frame.camera) if frame.camera else 0.0 for frame in frames],
+            dtype=np.float32,
+        ),
+        "labelled": {
+            task: np.array([frame.has_label(task) for frame in frames], dtype=bool)
+            for task in _LABEL_TASK_OF_PNG.values()
+        },
     }
     return [frame.stem for frame in frames], columns
+
+
+def check_label_counts(
+    data_path: str | Path, split: str, labelled: dict, minimum: int
+) -> dict[str, int]:
+    """Labelled frames per task of a split; refuses a task with fewer than `minimum`.
+
+    Args:
+        data_path: dataset root, named in the message.
+        split: split name, named in the message.
+        labelled: `{task: bool array}` (`frame_records(..., labels="partial")["labelled"]`).
+        minimum: `--min_labelled_frames`.
+
+    Returns:
+        `{task: labelled frame count}`.
+
+    Raises:
+        UserError: naming each task below the minimum, its count, and the flags to change.
+
+    Example:
+
+    ```python
+    stems, columns = frame_records("data/partial", "train", labels="partial")
+    check_label_counts("data/partial", "train", columns["labelled"], minimum=10)
+    # {"depth": 120, "semantic": 120, "motion": 12}
+    ```
+    """
+    if not isinstance(minimum, int) or minimum < 0:
+        raise UserError(f"--min_labelled_frames {minimum!r}: must be an integer >= 0")
+    counts = {task: int(np.sum(flags)) for task, flags in labelled.items()}
+    frames = max((len(flags) for flags in labelled.values()), default=0)
+    short = [f"{task} on {n} of {frames}" for task, n in counts.items() if n < minimum]
+    if short:
+        raise UserError(
+            f"--data_path {data_path}, split {split!r}: too few labelled frames to train: "
+            f"{'; '.join(short)} frame(s), fewer than --min_labelled_frames {minimum}; add "
+            "labels, lower --min_labelled_frames, or train a labelled task alone "
+            f"(--single_task); `python -m data_tools.check --data_path {data_path} --labels "
+            "partial` shows the coverage"
+        )
+    return counts
 
 
 def _pass_order(seed: int, pass_index: tf.Tensor, frame_count: int, shuffle: bool) -> tf.Tensor:
@@ -594,6 +724,9 @@ def make_dataset(
     zoom: str = "isotropic",
     first_batch: int = 0,
     skip_bad_frames: bool = False,
+    labels: str = "strict",
+    min_labelled_frames: int = 1,
+    trained_tasks: tuple[str, ...] | None = None,
 ) -> tf.data.Dataset:
     """The input pipeline of one split.
 
@@ -630,10 +763,18 @@ def make_dataset(
         skip_bad_frames: a frame with a PNG that does not decode is left out, with one warning
             line naming the file, instead of stopping the dataset with that line (then the
             cardinality is unknown, and the batches after a skipped frame shift by one frame).
+        labels: `strict` (every frame has every label: today's behaviour, and elements are
+            pairs) or `partial` (labels optional per frame: elements are triples, see the
+            module docstring).
+        min_labelled_frames: with `labels="partial"` and `training`, refuse a split where a
+            task has fewer labelled frames than this (`check_label_counts`).
+        trained_tasks: the tasks that minimum applies to (a single-task run needs only its
+            own labels); None = every task.
 
     Returns:
-        `tf.data.Dataset` of `({"flow", "rgb"}, {"depth", "semantic", "motion"})`; see
-        docs/architecture.md ("Data").
+        `tf.data.Dataset` of `({"flow", "rgb"}, {"depth", "semantic", "motion"})`, plus the
+        label masks `{"depth", "semantic", "motion"}` (float32 [B]) with `labels="partial"`;
+        see docs/architecture.md ("Data").
 
     Raises:
         UserError: bad arguments, layout problems or bad files (named). A PNG that is corrupt
@@ -664,7 +805,15 @@ def make_dataset(
     except ValueError as error:
         raise UserError(f"--augment_zoom: {error}") from None
 
-    stems, columns = frame_records(data_path, split, semantic_classes, flow_dir)
+    layout.check_label_mode(labels)
+    stems, columns = frame_records(data_path, split, semantic_classes, flow_dir, labels=labels)
+    if labels == "partial" and training:
+        checked = {
+            task: flags
+            for task, flags in columns["labelled"].items()
+            if trained_tasks is None or task in trained_tasks
+        }
+        check_label_counts(data_path, split, checked, min_labelled_frames)
     frame_count = len(stems)
     if drop_remainder and not repeat and frame_count < batch_size:
         raise UserError(
@@ -711,7 +860,14 @@ def make_dataset(
         with tf.control_dependencies(checks):
             # The checks run first: nothing below reads the empty images of an undecoded frame.
             raw = {key: tf.identity(value) for key, value in raw.items()}
-        return _raw_to_example(raw, semantic_classes)
+        return _raw_to_example(raw, semantic_classes, element.get("labelled"))
+
+    def with_masks(element: dict, model_io: tuple) -> tuple:
+        """Adds the per-sample label masks (`labels="partial"`) as the third element."""
+        if labels == "strict":
+            return model_io
+        masks = {task: tf.cast(flag, tf.float32) for task, flag in element["labelled"].items()}
+        return (*model_io, masks)
 
     if augment_data:
 
@@ -720,14 +876,14 @@ def make_dataset(
             example = augment.augment_for_training(
                 to_example(element), img_resize, element_seed, zoom
             )
-            return _to_model_io(example)
+            return with_masks(element, _to_model_io(example))
 
     else:
         target_size = img_resize if training else output_size
 
         def prepare(element):
             example = augment.resize_for_validation(to_example(element), img_resize, target_size)
-            return _to_model_io(example)
+            return with_masks(element, _to_model_io(example))
 
     dataset = dataset.map(prepare, num_parallel_calls=autotune, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)

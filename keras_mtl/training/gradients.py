@@ -183,7 +183,15 @@ class SplitBackward:
         return self.model(inputs, training=True), None
 
     def gradients(
-        self, tape, view, losses, objective, scaled_task_losses, scale, replica_context
+        self,
+        tape,
+        view,
+        losses,
+        objective,
+        scaled_task_losses,
+        scale,
+        replica_context,
+        labelled=None,
     ) -> tuple[list, dict | None]:
         """Model gradients and per-task gradient norms of a pass run by `forward`.
 
@@ -195,6 +203,8 @@ class SplitBackward:
             scaled_task_losses: `losses` times the loss scale.
             scale: the optimizer's loss scale.
             replica_context: the current replica context.
+            labelled: None, or per task whether the global batch had its labels (partial
+                labels), handed to the weighting's `combine_gradients`.
 
         Returns:
             (gradients of the model's trainable variables, in their order, loss-scaled as the
@@ -246,7 +256,10 @@ class SplitBackward:
                 if num_replicas > 1:
                     grads = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
                 task_shared[task] = grads
-            shared_gradients = self.weighting.combine_gradients(task_shared)
+            if labelled is None:
+                shared_gradients = self.weighting.combine_gradients(task_shared)
+            else:
+                shared_gradients = self.weighting.combine_gradients(task_shared, labelled=labelled)
             if num_replicas > 1:  # every replica holds the global gradient; the optimizer sums
                 shared_gradients = [
                     None if g is None else g / num_replicas for g in shared_gradients

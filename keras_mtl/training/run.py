@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from keras_mtl.checkpoints import initialise_from_checkpoint
 from keras_mtl.config import MIXED_PRECISION_POLICIES, RUN_CONFIG_NAME, Config, TrainConfig
+from keras_mtl.data import layout
 from keras_mtl.data.pipeline import UNDECODABLE, list_stems, make_dataset, median_depth
 from keras_mtl.errors import UserError, bad_input_report
 from keras_mtl.io import remove_partial_writes, write_json_atomic
@@ -334,7 +335,9 @@ def resolve_depth_init(config: Config) -> Config:
     if model_config.depth_head != "log" or model_config.depth_init is not None or not trains_depth:
         return config
     data = config.data
-    value = median_depth(data.data_path, data.train_split, data.semantic_classes, data.flow_dir)
+    value = median_depth(
+        data.data_path, data.train_split, data.semantic_classes, data.flow_dir, labels=data.labels
+    )
     return dataclasses.replace(
         config, model=dataclasses.replace(model_config, depth_init=round(value, 3))
     )
@@ -408,12 +411,16 @@ def build_datasets(config: Config, first_batch: int = 0) -> tuple[tf.data.Datase
         seed=train.seed,
         cache=data.cache,
         skip_bad_frames=data.skip_bad_frames,
+        labels=data.labels,
     )
     train_options = {
         "shuffle": data.shuffle,
         "augment_data": data.augment,
         "zoom": data.augment_zoom,
         "first_batch": first_batch,
+        # Partial labels: refuse a task with too few labelled frames before training.
+        "min_labelled_frames": data.min_labelled_frames,
+        "trained_tasks": (train.single_task,) if train.single_task else None,
     }
     train_ds = make_dataset(
         data.data_path, data.train_split, training=True, repeat=True, **train_options, **common
@@ -447,7 +454,11 @@ def steps_per_epoch_of(config: Config) -> int:
     data, train = config.data, config.train
     if train.steps_per_epoch is not None:
         return int(train.steps_per_epoch)
-    frames = len(list_stems(data.data_path, data.train_split, data.flow_dir, data.semantic_classes))
+    frames = len(
+        list_stems(
+            data.data_path, data.train_split, data.flow_dir, data.semantic_classes, data.labels
+        )
+    )
     if frames < train.batch_size:
         raise UserError(
             f"--data_path {data.data_path}, split {data.train_split!r}: {frames} frame(s) make "
@@ -490,6 +501,19 @@ def describe_run(config: Config, strategy, trainer: MultiTaskTrainer) -> str:
         f"weighting {config.weighting.multi_task_type}, tasks {', '.join(trainer.task_names)}"
         f"{macs}"
     )
+
+
+def labelled_frames_of(config: Config) -> dict[str, dict]:
+    """`{split: {"frames": N, task: frames with the task's label}}` of the training and
+    validation splits (`--labels partial`; see `keras_mtl.data.layout.SplitScan.coverage`)."""
+    data = config.data
+    counts = {}
+    for split in dict.fromkeys((data.train_split, data.val_split)):
+        scan = layout.scan_split(
+            data.data_path, split, data.semantic_classes, data.flow_dir, data.labels
+        )
+        counts[split] = {"frames": len(scan.frames), **scan.coverage}
+    return counts
 
 
 def per_class_iou(trainer: MultiTaskTrainer) -> dict[str, dict[str, float]]:
@@ -646,7 +670,8 @@ def _train_in_folder(
     pictures = None
     try:
         sample = next(iter(val_ds.take(1)))
-        sample = tf.nest.map_structure(lambda x: x.numpy(), sample)
+        # (inputs, targets): without the label masks of --labels partial.
+        sample = tf.nest.map_structure(lambda x: x.numpy(), tuple(sample[:2]))
         pictures = PredictionImages(
             save_path / LOGS_DIR, sample, config.data.semantic_classes, guard=guard
         )
@@ -692,6 +717,9 @@ def _train_in_folder(
         write_prediction_picture(save_path / PREDICTIONS_NAME, pictures.grids(trainer))
     summary = summarize_history(save_path / HISTORY_NAME, pivot_metric)
     summary["per_class_iou"] = per_class_iou(trainer) if validated else {}
+    if config.data.labels == "partial":
+        # Each task is trained and validated over the frames that have its label: say how many.
+        summary["labelled_frames"] = labelled_frames_of(config)
     outputs = (RUN_CONFIG_NAME, CHECKPOINT_NAME, BEST_MODEL_NAME, HISTORY_NAME, LOGS_DIR)
     outputs += (PREDICTIONS_NAME, RESULTS_NAME)
     summary["files"] = [

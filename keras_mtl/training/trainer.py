@@ -16,6 +16,15 @@ exported) and a `Weighting` (`trainer.weighting`). Its `train_step` follows the 
    the weighting's own variables, e.g. uncertainty's log-variances, are never decayed);
 5. optimizer step, then `weighting.update(mean losses, grad_norms)`.
 
+Partial labels (`--labels partial`): the dataset's third element holds per-sample label masks
+`{task: [B]}` (Keras hands them over as the sample weights). Each task's loss is then the mean
+over the labelled pixels of the frames that have its label in the global batch, 0 with no
+gradient when none has (`keras_mtl.losses`), and the weighting is told which tasks the global
+batch had labels for (`labelled`, `{task: bool scalar}`, identical on every replica), so that it
+never updates a task's state from a batch without its labels (`keras_mtl/weighting/base.py`).
+The logged `loss_<task>` is then the mean over the batches that had the task's labels. Without
+masks (`--labels strict`) every call is exactly the one made before partial labels existed.
+
 Dropout draws from the network's own seed generators; the trainer sets their state from
 (seed, optimizer step) before every step (`StepSeeds`), so a resumed run draws what the
 uninterrupted run drew at the same step.
@@ -45,6 +54,7 @@ from keras import ops
 
 from keras_mtl import losses as loss_lib
 from keras_mtl.config import WeightingConfig
+from keras_mtl.errors import UserError
 from keras_mtl.metrics import resize_predictions, task_metrics
 from keras_mtl.tasks import TASK_NAMES, TASKS, class_weights_for
 from keras_mtl.training.gradients import SplitBackward
@@ -256,25 +266,53 @@ class MultiTaskTrainer(keras.Model):
             x: the inputs (unused).
             y: targets per task.
             y_pred: the network's outputs per task.
-            sample_weight: unused (every pixel of a batch counts alike).
+            sample_weight: None (every frame has every label), or the per-sample label masks
+                `{task: [B]}` of `--labels partial`.
             training: training adds the network's regularisation losses; validation resizes
                 each prediction bilinearly to its target's size first.
 
         Returns:
-            `(total, losses)`: the float32 total and the per-task unweighted losses, each
-            replica's share under N replicas (their mean is the global-batch loss).
+            `(total, losses, labelled)`: the float32 total, the per-task unweighted losses,
+            each replica's share under N replicas (their mean is the global-batch loss), and
+            None without masks, else `{task: bool scalar}`, whether the global batch had any
+            labelled pixel of the task.
+
+        Raises:
+            UserError: label masks with a weighting that does not declare
+                `supports_partial_labels`.
         """
-        del x, sample_weight
+        del x
         if not training:
             y_pred = {t: _resized_like(y_pred[t], y[t]) for t in self.task_names}
-        losses = self._task_losses(y, y_pred, tf.distribute.get_replica_context())
-        total = ops.cast(self.weighting.combine_losses(losses), "float32")
+        losses, labelled = self._task_losses(
+            y, y_pred, tf.distribute.get_replica_context(), sample_weight
+        )
+        if labelled is None:
+            total = ops.cast(self.weighting.combine_losses(losses), "float32")
+        else:
+            self._check_partial_support()
+            total = ops.cast(self.weighting.combine_losses(losses, labelled=labelled), "float32")
         if training and self.model.losses:
             total = total + ops.cast(ops.sum(ops.stack(self.model.losses)), "float32")
         self.loss_tracker.update_state(total)
         for task in self.task_names:
-            self.task_loss_trackers[task].update_state(losses[task])
-        return total, losses
+            if labelled is None:
+                self.task_loss_trackers[task].update_state(losses[task])
+            else:
+                # The mean over the batches that had the task's labels (DWA's epoch means).
+                self.task_loss_trackers[task].update_state(
+                    losses[task], sample_weight=ops.cast(labelled[task], "float32")
+                )
+        return total, losses, labelled
+
+    def _check_partial_support(self) -> None:
+        if not getattr(self.weighting, "supports_partial_labels", False):
+            name = getattr(getattr(self.weighting, "info", None), "name", type(self.weighting))
+            raise UserError(
+                f"--multi_task_type {name}: this weighting does not handle batches without some "
+                "task's labels (it does not declare `supports_partial_labels`); use --labels "
+                "strict with complete labels, or another method (docs/weighting.md)"
+            )
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None, training=False) -> dict:
         """Updates the metrics of a batch and returns the logs.
@@ -314,14 +352,33 @@ class MultiTaskTrainer(keras.Model):
 
     # ------------------------------------------------------------------ losses
 
-    def _task_losses(self, targets, outputs, replica_context) -> dict:
-        """Per-task losses; under N replicas, each replica's share (mean = global loss)."""
-        terms = {
-            t: loss_lib.task_loss_terms(
-                t, targets[t], outputs[t], self.depth_loss, self.class_weights[t]
-            )
-            for t in self.task_names
-        }
+    def _task_losses(self, targets, outputs, replica_context, label_masks=None) -> tuple:
+        """Per-task losses; under N replicas, each replica's share (mean = global loss).
+
+        Returns:
+            (losses, labelled): `labelled` is None without `label_masks`, else per task
+            whether the global batch had any labelled pixel (a global statistic: every replica
+            holds the same value).
+        """
+        if label_masks is None:
+            terms = {
+                t: loss_lib.task_loss_terms(
+                    t, targets[t], outputs[t], self.depth_loss, self.class_weights[t]
+                )
+                for t in self.task_names
+            }
+        else:
+            terms = {
+                t: loss_lib.task_loss_terms(
+                    t,
+                    targets[t],
+                    outputs[t],
+                    self.depth_loss,
+                    self.class_weights[t],
+                    sample_mask=label_masks[t],
+                )
+                for t in self.task_names
+            }
         num_replicas = replicas_in_sync(replica_context)
         if num_replicas == 1:
             totals = {t: None for t in self.task_names}
@@ -329,15 +386,23 @@ class MultiTaskTrainer(keras.Model):
             totals = replica_context.all_reduce(
                 tf.distribute.ReduceOp.SUM, tf.nest.map_structure(tf.stop_gradient, terms)
             )
-        return {
+        losses = {
             t: loss_lib.task_loss_from_terms(t, terms[t], totals[t], num_replicas, self.depth_loss)
             for t in self.task_names
         }
+        if label_masks is None:
+            return losses, None
+        labelled = {
+            t: loss_lib.labelled_amount(t, terms[t] if totals[t] is None else totals[t]) > 0
+            for t in self.task_names
+        }
+        return losses, labelled
 
     # ------------------------------------------------------------------ steps
 
     def train_step(self, data):
         x, y = self.model_inputs(data[0]), data[1]
+        label_masks = data[2] if len(data) > 2 else None
         replica_context = tf.distribute.get_replica_context()
         num_replicas = replicas_in_sync(replica_context)
         weighting = self.weighting
@@ -348,7 +413,9 @@ class MultiTaskTrainer(keras.Model):
 
         with tf.GradientTape(persistent=self.backward.persistent) as tape:
             y_pred, view = self.backward.forward(x, tape)
-            total, losses = self.compute_loss(x, y, y_pred, training=True)
+            total, losses, labelled = self.compute_loss(
+                x, y, y_pred, sample_weight=label_masks, training=True
+            )
             objective = total / num_replicas
             scaled_objective = objective * scale
             scaled_task_losses = {t: losses[t] * scale for t in self.task_names}
@@ -360,7 +427,7 @@ class MultiTaskTrainer(keras.Model):
             weighting_gradients = gradients[len(model_variables) :]
         else:
             model_gradients, grad_norms = self.backward.gradients(
-                tape, view, losses, objective, scaled_task_losses, scale, replica_context
+                tape, view, losses, objective, scaled_task_losses, scale, replica_context, labelled
             )
             weighting_gradients = (
                 tape.gradient(scaled_objective, weighting_variables) if weighting_variables else []
@@ -386,20 +453,44 @@ class MultiTaskTrainer(keras.Model):
         if num_replicas > 1 and isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             gradients = overflow_on_any_replica(gradients, replica_context)
         pairs = [(g, v) for g, v in zip(gradients, variables, strict=True) if g is not None]
+        held = self._task_state_before_step(labelled)
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        self._restore_unlabelled_task_state(held, labelled)
 
         if num_replicas > 1:
             mean_losses = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, losses)
             mean_losses = {t: mean_losses[t] / num_replicas for t in self.task_names}
         else:
             mean_losses = losses
-        weighting.update(mean_losses, grad_norms)
+        if labelled is None:
+            weighting.update(mean_losses, grad_norms)
+        else:
+            weighting.update(mean_losses, grad_norms, labelled=labelled)
         return self.compute_metrics(x, y, y_pred, training=True)
+
+    def _task_state_before_step(self, labelled) -> dict:
+        """The values of the weighting's trainable per-task state (`task_state_variables`)
+        before the optimizer step (only with label masks: a batch may lack a task's labels)."""
+        if labelled is None:
+            return {}
+        return {
+            task: [tf.identity(variable.value) for variable in variables]
+            for task, variables in self.weighting.task_state_variables().items()
+        }
+
+    def _restore_unlabelled_task_state(self, held: dict, labelled) -> None:
+        """Puts back the per-task state of the tasks the batch had no labels for: their
+        gradient was 0, but the optimizer's momentum would still move them."""
+        for task, values in held.items():
+            variables = self.weighting.task_state_variables()[task]
+            for variable, value in zip(variables, values, strict=True):
+                variable.assign(ops.where(labelled[task], variable.value, value))
 
     def test_step(self, data):
         x, y = self.model_inputs(data[0]), data[1]
+        label_masks = data[2] if len(data) > 2 else None
         y_pred = self.model(x, training=False)
-        self.compute_loss(x, y, y_pred, training=False)
+        self.compute_loss(x, y, y_pred, sample_weight=label_masks, training=False)
         return self.compute_metrics(x, y, y_pred, training=False)
 
     # ------------------------------------------------------------------ serialisation

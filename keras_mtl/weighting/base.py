@@ -31,12 +31,40 @@ callback with the epoch-mean unweighted training losses as Python floats.
 `task_weights()` returns the current effective weight of each task, for logging as
 `weight_<task>` in history.csv and TensorBoard.
 
+Partial labels (`--labels partial`): a batch may lack some task's labels. The trainer then
+passes one more argument, `labelled`, to every hook of the step: `combine_losses(losses,
+labelled=...)`, `combine_gradients(task_gradients, labelled=...)` and `update(losses,
+grad_norms, labelled=...)`. `labelled` maps each task name to a scalar boolean tensor, True
+when the GLOBAL batch (all replicas) had at least one labelled pixel of the task; it is the
+same on every replica. A task with `labelled` False has loss 0 and a zero gradient (its
+gradient norm is 0 too). Without label masks (`--labels strict`) the trainer makes the calls
+exactly as before, without the argument, so a method's strict path stays bit-identical.
+
+What a method must do to take part (and declare `supports_partial_labels = True`; the trainer
+refuses partial-label training with a method that does not declare it):
+
+- accept `labelled=None` in `combine_losses`, `update` and (gradient methods)
+  `combine_gradients`, None meaning every task is labelled;
+- in `update`, leave every per-task state entry of an unlabelled task exactly as it was
+  (`keep_unlabelled`): no loss average, initial loss, ratio, EMA or counter of that task may
+  move; statistics pooled over tasks (means, sums, renormalisations) are taken over the
+  labelled tasks only (`masked_mean`, `renormalize_labelled`), so the weights of unlabelled
+  tasks keep their values and the weights keep their sum;
+- in `combine_losses`, add no term for an unlabelled task (e.g. uncertainty's `0.5 s`
+  regulariser, which alone would drive its `s` down);
+- trainable per-task state (learned by the model's optimizer) is listed by
+  `task_state_variables()`: the trainer restores those of an unlabelled task after the
+  optimizer step, since the optimizer's momentum would move them with a zero gradient;
+- epoch-level methods get in `on_epoch_end` the mean loss over the batches that had the
+  task's labels, and 0.0 for a task no batch of the epoch had: keep that task's state then.
+
 Each method also describes itself to the registry with a `MethodInfo` in its `info` class
 attribute (name, aliases, table label, the `WeightingConfig` fields it reads); every list of
 methods (the registry, the command line, tuning, benchmarks, tests) is read from there.
 
 The helpers shared by several methods (`EPSILON`, `all_finite`, `normalized_weights`,
-`renormalize`, `require_grad_norms`) live here too.
+`renormalize`, `require_grad_norms`, and for partial labels `labelled_vector`,
+`keep_unlabelled`, `masked_mean`, `renormalize_labelled`) live here too.
 """
 
 from __future__ import annotations
@@ -97,6 +125,59 @@ def renormalize(weights, min_weight: float):
     return count * weights / ops.sum(weights)
 
 
+def keep_unlabelled(new, old, labelled_mask):
+    """`new` where the task is labelled, `old` elsewhere (per-task vectors); `new` when the
+    mask is None (every task labelled).
+
+    Example:
+
+    ```python
+    self.loss_ema.assign(keep_unlabelled(ema, self.loss_ema, mask))
+    ```
+    """
+    if labelled_mask is None:
+        return new
+    return ops.where(labelled_mask, new, old)
+
+
+def masked_mean(values, labelled_mask):
+    """Mean of a per-task vector over the labelled tasks (`ops.mean` when the mask is None;
+    0 when no task is labelled).
+
+    Example:
+
+    ```python
+    masked_mean(ops.convert_to_tensor([1.0, 3.0, 9.0]), ops.convert_to_tensor([True, True, False]))
+    # 2.0
+    ```
+    """
+    if labelled_mask is None:
+        return ops.mean(values)
+    mask = ops.cast(labelled_mask, values.dtype)
+    return ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def renormalize_labelled(new_weights, old_weights, min_weight: float, labelled_mask):
+    """`renormalize` for a step that saw only the labelled tasks.
+
+    The labelled tasks' new weights are clipped to >= `min_weight` and rescaled so that they
+    keep the sum they had before the step; the unlabelled tasks keep their old weights. The
+    total stays what it was (the number of tasks). With the mask None: `renormalize`.
+
+    Example:
+
+    ```python
+    renormalize_labelled(new, old, 1e-3, ops.convert_to_tensor([True, False, True]))
+    ```
+    """
+    if labelled_mask is None:
+        return renormalize(new_weights, min_weight)
+    mask = ops.cast(labelled_mask, "float32")
+    clipped = ops.maximum(new_weights, min_weight) * mask
+    scale = ops.sum(old_weights * mask) / ops.maximum(ops.sum(clipped), EPSILON)
+    return ops.where(labelled_mask, clipped * scale, old_weights)
+
+
 class Weighting(keras.layers.Layer):
     """Base class of task weightings: fixed weights, and the hooks the trainer calls.
 
@@ -120,6 +201,9 @@ class Weighting(keras.layers.Layer):
     # Whether the trainer must hand per-task gradients of the shared variables to
     # `combine_gradients` (PCGrad).
     needs_task_gradients: ClassVar[bool] = False
+    # Whether the method honours `labelled` (partial labels, see the module docstring); the
+    # trainer refuses label masks with a method that does not.
+    supports_partial_labels: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -161,8 +245,29 @@ class Weighting(keras.layers.Layer):
         """Stacks per-task scalars into a float32 vector in `task_names` order."""
         return ops.stack([ops.cast(values[name], "float32") for name in self.task_names])
 
-    def combine_losses(self, losses: Mapping[str, object]):
-        """Total loss to differentiate, from per-task unweighted scalar losses."""
+    def labelled_vector(self, labelled: Mapping[str, object] | None):
+        """`labelled` as a boolean vector in `task_names` order, or None when it is None.
+
+        Example:
+
+        ```python
+        mask = self.labelled_vector(labelled)  # [T] bool, or None: every task labelled
+        ```
+        """
+        if labelled is None:
+            return None
+        return ops.stack([ops.cast(labelled[name], "bool") for name in self.task_names])
+
+    def combine_losses(self, losses: Mapping[str, object], labelled=None):
+        """Total loss to differentiate, from per-task unweighted scalar losses.
+
+        Args:
+            losses: task -> unweighted loss (this replica's share).
+            labelled: None, or task -> whether the global batch had the task's labels. An
+                unlabelled task's loss is already 0 with no gradient, so a fixed weighted sum
+                needs nothing more.
+        """
+        del labelled
         weights = self.weight_vector()
         return ops.sum(weights * self.stack(losses))
 
@@ -175,17 +280,41 @@ class Weighting(keras.layers.Layer):
         vector = self.weight_vector()
         return {name: vector[i] for i, name in enumerate(self.task_names)}
 
-    def combine_gradients(self, task_gradients: Mapping[str, Sequence[object]]) -> list:
-        """Combines per-task gradients (lists over the shared variables) into one list."""
+    def combine_gradients(
+        self, task_gradients: Mapping[str, Sequence[object]], labelled=None
+    ) -> list:
+        """Combines per-task gradients (lists over the shared variables) into one list.
+
+        `labelled` as in `combine_losses`: an unlabelled task's gradients are zero and must not
+        steer the others' (e.g. PCGrad projects nothing onto them).
+        """
         raise NotImplementedError(f"{type(self).__name__} does not combine gradients")
 
     def update(
         self,
         losses: Mapping[str, object],
         grad_norms: Mapping[str, object] | None = None,
+        labelled=None,
     ) -> None:
-        """Updates the state after an optimizer step (no-op for fixed weights)."""
-        del losses, grad_norms
+        """Updates the state after an optimizer step (no-op for fixed weights).
+
+        `labelled` as in `combine_losses`: an unlabelled task's state must stay as it was.
+        """
+        del losses, grad_norms, labelled
+
+    def task_state_variables(self) -> dict[str, list]:
+        """Trainable state that belongs to one task (trained by the model's optimizer), by
+        task; the trainer restores a task's entries after a step whose batch lacked its
+        labels. Default: none.
+
+        Example:
+
+        ```python
+        UncertaintyWeighting(["depth", "motion"]).task_state_variables()
+        # {"depth": [log_variance_depth], "motion": [log_variance_motion]}
+        ```
+        """
+        return {}
 
     def on_epoch_end(self, epoch: int, epoch_losses: Mapping[str, float]) -> None:
         """Epoch-level update from epoch-mean unweighted training losses (no-op by default)."""

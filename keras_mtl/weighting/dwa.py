@@ -27,6 +27,11 @@ class DynamicWeightAverage(Weighting):
     resumed from a checkpoint continues with the same weights. The epoch index passed to
     `on_epoch_end` is not used: the count of recorded epochs decides.
 
+    Partial labels: the trainer's epoch-mean loss of a task is the mean over the batches that
+    had its labels, and 0.0 when none had. A task with 0.0 keeps its two recorded epoch means
+    (its ratio is that of its last two labelled epochs), and a task with fewer than two
+    recorded epochs has ratio 1.
+
     Args:
         task_names: the tasks, in order.
         initial_weights: weights of the first two epochs; default all 1.
@@ -43,6 +48,7 @@ class DynamicWeightAverage(Weighting):
     """
 
     info = MethodInfo("dwa", "DWA (Liu et al.)", config_fields=("dwa_temperature",))
+    supports_partial_labels = True
 
     def __init__(
         self,
@@ -61,6 +67,9 @@ class DynamicWeightAverage(Weighting):
     def weight_vector(self):
         ratio = self.last_epoch_losses / ops.maximum(self.previous_epoch_losses, EPSILON)
         ratio = ops.where(ops.isfinite(ratio), ratio, 1.0)
+        # A task with fewer than two recorded epochs (partial labels) has no ratio yet.
+        recorded = ops.logical_and(self.last_epoch_losses > 0, self.previous_epoch_losses > 0)
+        ratio = ops.where(recorded, ratio, 1.0)
         dynamic = self.num_tasks * ops.softmax(ratio / self.temperature)
         fixed = ops.convert_to_tensor(self.initial_weights, dtype="float32")
         return ops.where(self.epochs_seen >= 2.0, dynamic, fixed)
@@ -73,8 +82,21 @@ class DynamicWeightAverage(Weighting):
         values = [float(epoch_losses[name]) for name in self.task_names]
         if not all(math.isfinite(v) for v in values):
             return  # a diverged epoch must not turn the weights into NaN
-        self.previous_epoch_losses.assign(ops.convert_to_tensor(self.last_epoch_losses))
-        self.last_epoch_losses.assign(values)
+        if all(v > 0 for v in values):
+            self.previous_epoch_losses.assign(ops.convert_to_tensor(self.last_epoch_losses))
+            self.last_epoch_losses.assign(values)
+        else:
+            # An epoch mean of 0 (partial labels: no batch of the epoch had the task's labels;
+            # a loss is never 0 otherwise) keeps that task's recorded means.
+            last = self.last_epoch_losses.numpy().tolist()
+            previous = self.previous_epoch_losses.numpy().tolist()
+            shifted = [v > 0 for v in values]
+            self.previous_epoch_losses.assign(
+                [a if s else b for a, b, s in zip(last, previous, shifted, strict=True)]
+            )
+            self.last_epoch_losses.assign(
+                [v if s else a for v, a, s in zip(values, last, shifted, strict=True)]
+            )
         self.epochs_seen.assign(self.epochs_seen + 1.0)
 
     def get_config(self) -> dict:

@@ -24,3 +24,5 @@ class EqualWeighting(Weighting):
     """
 
     info = MethodInfo("vanilla", "Vanilla (equal weights)")
+    # A fixed weighted sum: an unlabelled task's loss is 0 with no gradient, nothing to keep.
+    supports_partial_labels = True

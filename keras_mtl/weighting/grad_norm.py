@@ -23,8 +23,11 @@ from keras_mtl.weighting.base import (
     MethodInfo,
     Weighting,
     all_finite,
+    keep_unlabelled,
+    masked_mean,
     normalized_weights,
     renormalize,
+    renormalize_labelled,
     require_grad_norms,
 )
 
@@ -44,6 +47,11 @@ class GradNormWeighting(Weighting):
     a state variable with an `initialized` flag, so resuming from a checkpoint does not measure
     it again. With `initial_loss="theoretical"`, classification tasks use log(C) (the loss of a
     uniform prediction over C classes) and regression tasks are still measured.
+
+    Partial labels (`labelled`): a step sees only the tasks the batch had labels for. Their
+    L_i(0) is measured at their first labelled batch (an unmeasured L_i(0) is 0); the loss
+    ratios, their mean, the mean norm and the target are taken over them; only their weights
+    move, rescaled to keep their sum, so an unlabelled task keeps its weight and L_i(0).
 
     Args:
         task_names: the tasks, in order.
@@ -70,6 +78,7 @@ class GradNormWeighting(Weighting):
         config_fields=("grad_norm_alpha", "grad_norm_lr", "grad_norm_initial_loss"),
     )
     grad_norm_source = "shared_kernel"
+    supports_partial_labels = True
 
     def __init__(
         self,
@@ -114,8 +123,12 @@ class GradNormWeighting(Weighting):
         self,
         losses: Mapping[str, object],
         grad_norms: Mapping[str, object] | None = None,
+        labelled=None,
     ) -> None:
         require_grad_norms(self, grad_norms)
+        if labelled is not None:
+            self._update_labelled(losses, grad_norms, self.labelled_vector(labelled))
+            return
         losses = self.stack(losses)
         norms = self.stack(grad_norms)
         weights = ops.convert_to_tensor(self.loss_weights)
@@ -137,6 +150,41 @@ class GradNormWeighting(Weighting):
         ok = ops.logical_and(all_finite(losses, norms, new_weights), ops.all(initial > 0))
         self.loss_weights.assign(ops.where(ok, new_weights, weights))
         self.initial_losses.assign(ops.where(ok, initial, self.initial_losses))
+        self.initialized.assign(ops.where(ok, 1.0, self.initialized))
+
+    def _update_labelled(self, losses, grad_norms, mask) -> None:
+        """`update` of a step that saw only the tasks of `mask` (partial labels)."""
+        losses = self.stack(losses)
+        norms = self.stack(grad_norms)
+        weights = ops.convert_to_tensor(self.loss_weights)
+        old_initial = ops.convert_to_tensor(self.initial_losses)
+
+        # L_i(0) of a measured task: at its first labelled batch (0 = not measured yet).
+        measured = ops.convert_to_tensor(self._measured)
+        unmeasured = ops.logical_or(self.initialized < 0.5, old_initial <= 0.0)
+        measure_now = ops.logical_and(ops.logical_and(measured, unmeasured), mask)
+        initial = ops.where(measure_now, losses, old_initial)
+        ratio = ops.where(mask, losses / ops.maximum(initial, EPSILON), 0.0)
+        inverse_rate = ratio / ops.maximum(masked_mean(ratio, mask), EPSILON)
+        norms_weighted = weights * norms
+        target = ops.stop_gradient(masked_mean(norms_weighted, mask) * inverse_rate**self.alpha)
+        step = ops.sign(norms_weighted - target) * norms
+        grad = ops.where(mask, step / ops.maximum(masked_mean(norms, mask), EPSILON), 0.0)
+        new_weights = renormalize_labelled(
+            weights - self.learning_rate * grad, weights, self.min_weight, mask
+        )
+
+        # A non-finite step leaves every state variable untouched, as does a batch without
+        # any labelled task; an unlabelled task's entries stay as they were.
+        labelled_initial = ops.where(mask, initial, 1.0)
+        ok = ops.logical_and(
+            all_finite(ops.where(mask, losses, 0.0), ops.where(mask, norms, 0.0), new_weights),
+            ops.logical_and(ops.all(labelled_initial > 0), ops.any(mask)),
+        )
+        self.loss_weights.assign(ops.where(ok, new_weights, weights))
+        self.initial_losses.assign(
+            ops.where(ok, keep_unlabelled(initial, old_initial, mask), old_initial)
+        )
         self.initialized.assign(ops.where(ok, 1.0, self.initialized))
 
     def get_config(self) -> dict:

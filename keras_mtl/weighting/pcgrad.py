@@ -55,6 +55,9 @@ class PCGradWeighting(Weighting):
 
     info = MethodInfo("pcgrad", "PCGrad (Yu et al.)")
     needs_task_gradients = True
+    # An unlabelled task's gradient is set to exactly 0: it adds nothing and nothing is
+    # projected onto it (a zero g_j has g_i . g_j = 0).
+    supports_partial_labels = True
 
     def __init__(
         self,
@@ -77,7 +80,9 @@ class PCGradWeighting(Weighting):
         keys = tf.where(tf.eye(count, dtype=tf.bool), 2.0, keys)
         return tf.argsort(keys, axis=1)[:, : count - 1]
 
-    def combine_gradients(self, task_gradients: Mapping[str, Sequence[object]]) -> list:
+    def combine_gradients(
+        self, task_gradients: Mapping[str, Sequence[object]], labelled=None
+    ) -> list:
         per_task = [[_dense(g) for g in task_gradients[name]] for name in self.task_names]
         num_variables = len(per_task[0])
         if any(len(grads) != num_variables for grads in per_task):
@@ -116,6 +121,11 @@ class PCGradWeighting(Weighting):
             ]
         )
 
+        if labelled is not None:
+            # The loss of an unlabelled task is 0 with a zero gradient already; zeroing it here
+            # makes that exact whatever the tape gave.
+            mask = ops.cast(self.labelled_vector(labelled), "float32")
+            flat = flat * ops.expand_dims(mask, 1)
         orders = self.projection_orders()
         squared_norms = ops.sum(flat * flat, axis=1)
         total = ops.zeros_like(flat[0])
@@ -141,8 +151,10 @@ class PCGradWeighting(Weighting):
         self,
         losses: Mapping[str, object],
         grad_norms: Mapping[str, object] | None = None,
+        labelled=None,
     ) -> None:
-        del losses, grad_norms
+        # `step` is the random order's counter, not a task's state: it moves every step.
+        del losses, grad_norms, labelled
         self.step.assign(self.step + 1.0)
 
     def get_config(self) -> dict:

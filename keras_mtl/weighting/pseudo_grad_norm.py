@@ -29,8 +29,11 @@ from keras_mtl.weighting.base import (
     MethodInfo,
     Weighting,
     all_finite,
+    keep_unlabelled,
+    masked_mean,
     normalized_weights,
     renormalize,
+    renormalize_labelled,
     require_grad_norms,
 )
 
@@ -50,6 +53,12 @@ class PseudoGradNormWeighting(Weighting):
     them). The gradient-norm EMA uses the short rate (1e-3 in TI's code). Weights start at the
     initial weights rescaled to sum to T, are clipped to >= `min_weight` and renormalised to
     sum to T after every step.
+
+    Partial labels (`labelled`): the EMAs of an unlabelled task stay as they were (a task's
+    EMAs start at its first labelled batch: a long loss EMA of 0 marks "not started"), the
+    mean norm and the ratio sum are taken over the labelled tasks (the sum scaled by T / |P|,
+    so that it equals the plain sum when every task is labelled), and only the labelled
+    tasks' weights move, rescaled to keep their sum.
 
     Args:
         task_names: the tasks, in order.
@@ -82,6 +91,7 @@ class PseudoGradNormWeighting(Weighting):
         ),
     )
     grad_norm_source = "shared_features"
+    supports_partial_labels = True
 
     def __init__(
         self,
@@ -114,8 +124,12 @@ class PseudoGradNormWeighting(Weighting):
         self,
         losses: Mapping[str, object],
         grad_norms: Mapping[str, object] | None = None,
+        labelled=None,
     ) -> None:
         require_grad_norms(self, grad_norms)
+        if labelled is not None:
+            self._update_labelled(losses, grad_norms, self.labelled_vector(labelled))
+            return
         losses = self.stack(losses)
         norms = self.stack(grad_norms)
         weights = ops.convert_to_tensor(self.loss_weights)
@@ -135,6 +149,43 @@ class PseudoGradNormWeighting(Weighting):
         self.grad_norm_ema.assign(ops.where(ok, norm_ema, self.grad_norm_ema))
         self.loss_ema_short.assign(ops.where(ok, short, self.loss_ema_short))
         self.loss_ema_long.assign(ops.where(ok, long, self.loss_ema_long))
+        self.initialized.assign(ops.where(ok, 1.0, self.initialized))
+
+    def _update_labelled(self, losses, grad_norms, mask) -> None:
+        """`update` of a step that saw only the tasks of `mask` (partial labels)."""
+        losses = self.stack(losses)
+        norms = self.stack(grad_norms)
+        weights = ops.convert_to_tensor(self.loss_weights)
+        # Per task: the EMAs start at the task's first labelled batch.
+        first = ops.logical_or(self.initialized < 0.5, self.loss_ema_long <= 0.0)
+
+        norm_ema = _ema(self.grad_norm_ema, weights * norms, self.ema_short, first)
+        short = _ema(self.loss_ema_short, losses, self.ema_short, first)
+        long = _ema(self.loss_ema_long, losses, self.ema_long, first)
+        ratio = ops.where(mask, short / ops.maximum(long, EPSILON), 0.0)
+        ratio_sum = masked_mean(ratio, mask) * self.num_tasks
+        target = masked_mean(norm_ema, mask) * (ratio / ops.maximum(ratio_sum, EPSILON)) ** (
+            self.alpha
+        )
+        step = self.rate * weights * (target / ops.maximum(norm_ema, EPSILON) - 1.0)
+        new_weights = renormalize_labelled(
+            weights + ops.where(mask, step, 0.0), weights, self.min_weight, mask
+        )
+
+        # A non-finite step leaves every state variable untouched, as does a batch without
+        # any labelled task; an unlabelled task's entries stay as they were.
+        ok = ops.logical_and(
+            all_finite(ops.where(mask, losses, 0.0), ops.where(mask, norms, 0.0), new_weights),
+            ops.any(mask),
+        )
+        for variable, value in (
+            (self.grad_norm_ema, norm_ema),
+            (self.loss_ema_short, short),
+            (self.loss_ema_long, long),
+        ):
+            kept = keep_unlabelled(value, variable, mask)
+            variable.assign(ops.where(ok, kept, variable))
+        self.loss_weights.assign(ops.where(ok, new_weights, weights))
         self.initialized.assign(ops.where(ok, 1.0, self.initialized))
 
     def get_config(self) -> dict:

@@ -46,6 +46,10 @@ class UncertaintyWeighting(Weighting):
     classification, and at w_i / 2 for Gaussian regression. `task_weights()` reports the
     effective multiplier of L_i (a_i exp(-s_i)).
 
+    Partial labels (`labelled`): an unlabelled task adds no term at all (its loss is 0, and
+    the `b s` regulariser alone would pull its s down without bound); its s is listed by
+    `task_state_variables`, so the trainer restores it after the optimizer step.
+
     Args:
         task_names: the tasks, in order.
         initial_weights: sets the initial s_i = -log(w_i); default all 1 (s = 0).
@@ -66,6 +70,7 @@ class UncertaintyWeighting(Weighting):
         "Uncertainty (Kendall et al.)",
         config_fields=("uncertainty_depth_likelihood",),
     )
+    supports_partial_labels = True
 
     def __init__(
         self,
@@ -93,11 +98,21 @@ class UncertaintyWeighting(Weighting):
     def _log_variance_vector(self):
         return ops.stack([ops.convert_to_tensor(s.value) for s in self.log_variances])
 
-    def combine_losses(self, losses: Mapping[str, object]):
+    def combine_losses(self, losses: Mapping[str, object], labelled=None):
         log_variances = self._log_variance_vector()
         loss_terms = ops.convert_to_tensor(self._loss_coefficients) * ops.exp(-log_variances)
         regularizer = ops.convert_to_tensor(self._log_variance_coefficients) * log_variances
-        return ops.sum(loss_terms * self.stack(losses) + regularizer)
+        if labelled is None:
+            return ops.sum(loss_terms * self.stack(losses) + regularizer)
+        terms = loss_terms * self.stack(losses) + regularizer
+        # where, not a product: no gradient reaches an unlabelled task's s.
+        return ops.sum(ops.where(self.labelled_vector(labelled), terms, 0.0))
+
+    def task_state_variables(self) -> dict[str, list]:
+        return {
+            name: [variable]
+            for name, variable in zip(self.task_names, self.log_variances, strict=True)
+        }
 
     def weight_vector(self):
         return ops.convert_to_tensor(self._loss_coefficients) * ops.exp(
