@@ -25,7 +25,14 @@ from keras_mtl.errors import FlagParser, UserError, run_cli  # noqa: E402
 from keras_mtl.flags import add_config_flags  # noqa: E402
 from keras_mtl.io import write_json_atomic  # noqa: E402
 
-SHARED_FLAGS = ("data_path", "flow_dir", "img_resize", "output_size", "semantic_classes")
+SHARED_FLAGS = (
+    "data_path",
+    "flow_dir",
+    "img_resize",
+    "output_size",
+    "semantic_classes",
+    "labels",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         flow_dir=args.flow_dir,
+        labels=args.labels,
     )
     if single_task is not None:
         evaluation.add_delta_m(results, single_task)
