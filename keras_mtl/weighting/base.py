@@ -21,9 +21,19 @@ the replica context:
 3. If `needs_task_gradients` is True (PCGrad), the trainer computes each task's gradient of
    `w_i L_i` over the shared variables and calls `combine_gradients`; task-specific variables
    get the gradient of the total loss.
+   If `needs_representation_gram` is True (Aligned-MTL-UB), the trainer computes the T x T
+   Gram matrix of the per-task gradients of w_i L_i at the trunk's hand-off tensors (the
+   shared representation; flattened, concatenated, summed over replicas: the global batch's),
+   calls `alpha = representation_weights(gram)` and back-propagates sum_i alpha_i w_i dL_i/dh
+   through the trunk; task-specific variables get the gradient of the total loss.
 4. After the optimizer step: `weighting.update(losses, grad_norms)` with `losses` the mean over
    replicas of the unweighted task losses (identical on every replica) and `grad_norms` from 2.
    It updates the state variables (e.g. GradNorm's closed-form step and renormalisation).
+5. If `needs_losses_after_step` is True (FAMO), the trainer then runs the network once more on
+   the same batch, without gradient and without side effects (same dropout masks, batch
+   statistics, no BatchNorm moving-average update), and calls
+   `weighting.update_after_step(losses, losses_after)`, both means over replicas of the
+   unweighted task losses, before and after the optimizer step.
 
 Epoch-level methods (DWA) also implement `on_epoch_end(epoch, epoch_losses)`, called by a
 callback with the epoch-mean unweighted training losses as Python floats.
@@ -120,6 +130,12 @@ class Weighting(keras.layers.Layer):
     # Whether the trainer must hand per-task gradients of the shared variables to
     # `combine_gradients` (PCGrad).
     needs_task_gradients: ClassVar[bool] = False
+    # Whether the trainer must hand the Gram matrix of per-task gradients at the shared
+    # representation to `representation_weights` (Aligned-MTL-UB).
+    needs_representation_gram: ClassVar[bool] = False
+    # Whether the trainer must recompute the losses on the same batch after the optimizer
+    # step and call `update_after_step` (FAMO).
+    needs_losses_after_step: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -178,6 +194,18 @@ class Weighting(keras.layers.Layer):
     def combine_gradients(self, task_gradients: Mapping[str, Sequence[object]]) -> list:
         """Combines per-task gradients (lists over the shared variables) into one list."""
         raise NotImplementedError(f"{type(self).__name__} does not combine gradients")
+
+    def representation_weights(self, gram):
+        """Per-task multipliers (float32 vector) from the Gram matrix of the per-task
+        gradients at the shared representation (`needs_representation_gram`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not weight representations")
+
+    def update_after_step(
+        self, losses: Mapping[str, object], losses_after: Mapping[str, object]
+    ) -> None:
+        """Updates the state from the same batch's unweighted losses before and after the
+        optimizer step (`needs_losses_after_step`; both means over replicas)."""
+        raise NotImplementedError(f"{type(self).__name__} does not update after the step")
 
     def update(
         self,
