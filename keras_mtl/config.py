@@ -142,7 +142,7 @@ class WeightingConfig:
     )
     task_weights: tuple[float, float, float] = option(
         (1.0, 1.0, 1.0),
-        "initial task weights; fixed for vanilla and pcgrad",
+        "initial task weights; fixed for vanilla, pcgrad, aligned_mtl and aligned_mtl_ub",
         metavar=("DEPTH", "SEMANTIC", "MOTION"),
     )
     # GradNorm (Chen et al. 2018)

@@ -12,7 +12,10 @@ the replica context:
 1. `total = weighting.combine_losses(losses)` inside the gradient tape. `losses` maps task name
    to that replica's unweighted scalar loss. The trainer divides the returned total by the
    number of replicas before differentiating (so every term a weighting adds, such as the
-   `0.5 * s` of uncertainty weighting, is scaled correctly); weightings never do.
+   `0.5 * s` of uncertainty weighting, is scaled correctly); weightings never do. A total that
+   is not linear in the losses (FAMO's logs) must take its coefficients from the global losses
+   (the mean over replicas) and stay linear in this replica's share, or N replicas would not
+   sum to the one-device gradient.
 2. If `grad_norm_source` is not None, the trainer computes for every task i the norm
    `n_i = ||d L_i / d X||` of the UNWEIGHTED task loss at X = the last shared layer's kernel
    (`"shared_kernel"`) or the shared encoder feature map (`"shared_features"`), combined over
