@@ -542,8 +542,9 @@ def test_train_py_trains_below_its_first_loss(method, tiny_dataset, tmp_path):
 
 
 def replica_check() -> dict:
-    """One process, 2 logical CPUs: 2 SGD steps of each new method on 1 device vs 2 replicas,
-    the replicas' steps run eagerly and traced (`tf.function` around `strategy.run`, as fit)."""
+    """One process, 2 logical CPUs: 2 SGD steps of each new method on 1 device vs 2 replicas
+    traced (`tf.function` around `strategy.run`, as fit does), FAMO's also eagerly (to record
+    the losses after the step each replica's update sees)."""
     from keras_mtl.training import select_strategy
 
     mirrored = select_strategy(cpu_replicas=2)
@@ -558,6 +559,8 @@ def replica_check() -> dict:
     for method in NEW_METHODS:
         states, after_losses, replicas_equal = {}, {}, True
         for name, strategy, traced in variants:
+            if name == "mirrored" and method != "famo":
+                continue  # eager replicas of every method: tests/test_training.py's check
             trainer = sgd_trainer(method, weights, strategy=strategy)
             recorded = []
             if method == "famo" and not traced:
@@ -583,14 +586,15 @@ def replica_check() -> dict:
                 np.asarray(v.numpy()) for v in trainer.weighting.weights
             ]
             after_losses[name] = np.array(recorded)
-        single, both = after_losses["single"], after_losses["mirrored"]
+        single, both = after_losses["single"], after_losses.get("mirrored", np.zeros(0))
         report[method] = {
             **{
                 f"max_diff_{name}": max(
                     float(np.abs(a - b).max())
                     for a, b in zip(states["single"], states[name], strict=True)
                 )
-                for name in ("mirrored", "mirrored_traced")
+                for name in states
+                if name != "single"
             },
             "max_move": max(
                 float(np.abs(a - b).max()) for a, b in zip(states["single"], weights, strict=False)
@@ -617,8 +621,8 @@ def test_two_replicas_equal_one_device():
     for method, numbers in report.items():
         assert numbers["max_move"] > 1e-4, method
         assert numbers["replicas_equal"], method
-        assert numbers["max_diff_mirrored"] < 2e-5, (method, numbers)
         assert numbers["max_diff_mirrored_traced"] < 2e-5, (method, numbers)
+    assert report["famo"]["max_diff_mirrored"] < 2e-5, report["famo"]
     # Every replica's FAMO update sees the one-device losses after the step.
     assert report["famo"]["after_losses_diff"] < 2e-5  # relative, float32 sums in other orders
 
