@@ -157,7 +157,7 @@ class WeightingConfig:
     )
     task_weights: tuple[float, float, float] = option(
         (1.0, 1.0, 1.0),
-        "initial task weights; fixed for vanilla and pcgrad",
+        "initial task weights; fixed for vanilla, pcgrad, aligned_mtl and aligned_mtl_ub",
         metavar=("DEPTH", "SEMANTIC", "MOTION"),
     )
     # GradNorm (Chen et al. 2018)
@@ -181,6 +181,16 @@ class WeightingConfig:
     )
     # DWA
     dwa_temperature: float = option(2.0, "DWA: softmax temperature")
+    # FAMO (Liu et al. 2023)
+    famo_lr: float = option(0.025, "FAMO: Adam learning rate of the task logits")
+    famo_gamma: float = option(
+        0.01, "FAMO: weight decay of the task logits (paper: 0.01 Cityscapes, 0.001 NYUv2)"
+    )
+    famo_min_losses: tuple[float, float, float] = option(
+        (0.0, 0.0, 0.0),
+        "FAMO: lower bounds L* of the task losses, log(L - L*) is balanced",
+        metavar=("DEPTH", "SEMANTIC", "MOTION"),
+    )
 
 
 # `--mixed_precision` value -> Keras dtype policy of the network.

@@ -19,7 +19,8 @@ Search spaces (`--search`):
   The weights are fixed for `vanilla` and the starting weights for the other methods.
 - `weights+lr`: the same plus `lr`, log-uniform in [1e-5, 1e-2].
 - `method`: `multi_task_type` among all weighting methods, `lr`, and per method its own
-  hyper-parameter (`grad_norm_alpha`, `pseudo_grad_norm_alpha`, `dwa_temperature`).
+  hyper-parameter (`grad_norm_alpha`, `pseudo_grad_norm_alpha`, `dwa_temperature`,
+  `famo_gamma`).
 
 Example:
 
@@ -68,6 +69,8 @@ METHOD_HYPERPARAMETERS: dict[str, tuple[str, float, float]] = {
     "grad_norm": ("grad_norm_alpha", 0.5, 3.0),
     "pseudo_grad_norm": ("pseudo_grad_norm_alpha", 0.25, 2.0),
     "dwa": ("dwa_temperature", 0.5, 5.0),
+    # FAMO's logit decay: the paper's 0.001 (NYUv2) and 0.01 (Cityscapes) inside the range.
+    "famo": ("famo_gamma", 0.0005, 0.05),
 }
 
 MEAN_TASK_SCORE = "val_mean_task_score"

@@ -304,6 +304,10 @@ def test_run_summary_against_hand_computed_figures():
         "step_time_ratio.uncertainty": None,
         "step_time_ratio.dwa": None,
         "step_time_ratio.pcgrad": True,
+        "step_time_ratio.famo": None,
+        "step_time_ratio.aligned_mtl": None,
+        "step_time_ratio.aligned_mtl_ub": None,
+        "step_time_ratio.imtl_l": None,
         "train_step_ratio.fused_fp32": True,  # 0.66 <= 0.70
         "inference_ratio.folded_fp32": False,  # 0.70 > 0.65
         "mtl_vs_single_latency_ratio": False,  # 0.60 > 0.50

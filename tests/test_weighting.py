@@ -53,6 +53,10 @@ def test_registry_names_alias_and_unknown_name():
         "uncertainty",
         "dwa",
         "pcgrad",
+        "famo",
+        "aligned_mtl",
+        "aligned_mtl_ub",
+        "imtl_l",
     )
     assert isinstance(get_weighting("learned", TASKS3), PseudoGradNormWeighting)
     assert isinstance(get_weighting("vanilla", TASKS3), EqualWeighting)
@@ -79,7 +83,7 @@ def test_registry_is_read_from_each_method_info():
     assert sorted(claimed) == sorted(
         f.name for f in fields(WeightingConfig) if f.name not in shared
     )
-    assert [m.info.name for m in METHODS if m.needs_task_gradients] == ["pcgrad"]
+    assert [m.info.name for m in METHODS if m.needs_task_gradients] == ["pcgrad", "aligned_mtl"]
 
 
 @pytest.mark.parametrize(
@@ -436,8 +440,9 @@ def test_every_registered_method_keeps_positive_weights():
             for losses, norms in zip(LOSSES, NORMS, strict=True):
                 weighting.update(as_dict(losses), as_dict(norms))
         assert np.all(weights_of(weighting) > 0), name
-        # Only uncertainty has trainable variables (trained with the network, never decayed).
-        assert bool(weighting.trainable_weights) == (name == "uncertainty")
+        # Only uncertainty and IMTL-L have trainable variables (trained with the network,
+        # never decayed).
+        assert bool(weighting.trainable_weights) == (name in ("uncertainty", "imtl_l"))
 
 
 def test_dwa_is_registered_under_its_name():

@@ -119,14 +119,16 @@ class SplitBackward:
         self.weighting = weighting
         self.norm_source = weighting.grad_norm_source
         self.needs_task_gradients = bool(weighting.needs_task_gradients)
+        self.needs_representation_gram = bool(weighting.needs_representation_gram)
         self.split: SharedSplit | None = None
         self.kernel = None
         self.features_index: int | None = None
         self.trunk_view = self.heads_view = self.plain_view = None
-        if self.norm_source is None and not self.needs_task_gradients:
+        needs_split = self.needs_task_gradients or self.needs_representation_gram
+        if self.norm_source is None and not needs_split:
             return
         self.split = SharedSplit.from_model(model, self.task_names)
-        if self.needs_task_gradients and self.split is None:
+        if needs_split and self.split is None:
             raise ValueError(
                 f"{type(weighting).__name__} needs a shared trunk, but the model records none "
                 "shared by its tasks (single-task model, or no `shared_trunk`: see "
@@ -265,6 +267,13 @@ class SplitBackward:
                     None if g is None else g / num_replicas for g in shared_gradients
                 ]
         else:
+            if self.needs_representation_gram:  # Aligned-MTL-UB: alpha_t multiplies task t
+                alpha = self._representation_weights(
+                    per_task, coefficients, num_boundary, replica_context, labelled
+                )
+                coefficients = {
+                    t: coefficients[t] * alpha[i] for i, t in enumerate(self.task_names)
+                }
             upstream = [
                 ops.sum(
                     ops.stack([_times(coefficients[t], per_task[t][k]) for t in self.task_names]),
@@ -295,6 +304,33 @@ class SplitBackward:
                     )
                 norms[task] = _global_norm(grad, scale, replica_context, self.norm_source)
         return [gradient_by_id.get(id(v)) for v in model_variables], norms
+
+    def _representation_weights(
+        self, per_task, coefficients, num_boundary, replica_context, labelled=None
+    ):
+        """The weighting's multipliers from the Gram matrix of the per-task gradients of the
+        weighted losses at the boundary, over the global batch (identical on every replica).
+
+        Each replica's boundary tensors are its own samples', so the global Gram matrix is the
+        sum of the replicas'. The loss scale multiplies it uniformly (the weights are invariant
+        to that).
+        """
+        vectors = [
+            [ops.cast(_times(coefficients[t], g), "float32") for g in per_task[t][:num_boundary]]
+            for t in self.task_names
+        ]
+        count = len(self.task_names)
+        dots = {}
+        for i in range(count):
+            for j in range(i, count):  # symmetric: each pair once
+                pairs = zip(vectors[i], vectors[j], strict=True)
+                dots[i, j] = dots[j, i] = ops.sum(ops.stack([ops.sum(a * b) for a, b in pairs]))
+        gram = ops.stack([ops.stack([dots[i, j] for j in range(count)]) for i in range(count)])
+        if replicas_in_sync(replica_context) > 1:
+            gram = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, gram)
+        if labelled is None:
+            return self.weighting.representation_weights(gram)
+        return self.weighting.representation_weights(gram, labelled=labelled)
 
 
 def _global_norm(grad, scale, replica_context, source: str):

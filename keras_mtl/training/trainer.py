@@ -409,7 +409,10 @@ class MultiTaskTrainer(keras.Model):
         model_variables = list(self.model.trainable_variables)
         weighting_variables = list(weighting.trainable_variables)
         scale = ops.cast(self.optimizer.scale_loss(ops.ones((), "float32")), "float32")
-        self.step_seeds.reseed(self.optimizer.iterations)
+        # The step before the optimizer's update, read now (ops.convert_to_tensor would hand
+        # back the variable itself, which the update then moves on).
+        step = tf.identity(self.optimizer.iterations.value)
+        self.step_seeds.reseed(step)
 
         with tf.GradientTape(persistent=self.backward.persistent) as tape:
             y_pred, view = self.backward.forward(x, tape)
@@ -466,6 +469,12 @@ class MultiTaskTrainer(keras.Model):
             weighting.update(mean_losses, grad_norms)
         else:
             weighting.update(mean_losses, grad_norms, labelled=labelled)
+        if weighting.needs_losses_after_step:
+            after = self.losses_after_step(x, y, step, replica_context, label_masks)
+            if labelled is None:
+                weighting.update_after_step(mean_losses, after)
+            else:
+                weighting.update_after_step(mean_losses, after, labelled=labelled)
         return self.compute_metrics(x, y, y_pred, training=True)
 
     def _task_state_before_step(self, labelled) -> dict:
@@ -485,6 +494,28 @@ class MultiTaskTrainer(keras.Model):
             variables = self.weighting.task_state_variables()[task]
             for variable, value in zip(variables, values, strict=True):
                 variable.assign(ops.where(labelled[task], variable.value, value))
+
+    def losses_after_step(self, x, y, step, replica_context, label_masks=None) -> dict:
+        """The batch's unweighted task losses after the optimizer step (FAMO's second pass).
+
+        The step's forward pass once more, with the step's dropout masks (the generators set
+        to the step's state) and batch statistics, inside a `keras.StatelessScope` so that it
+        writes nothing (no BatchNorm moving-average update, no generator advance), without a
+        tape: before and after differ only by the optimizer's update.
+
+        Returns:
+            Per task, the mean over replicas of the unweighted loss (the global batch's).
+        """
+        with keras.StatelessScope():
+            self.step_seeds.reseed(step)
+            outputs = self.model(x, training=True)
+        outputs = tf.nest.map_structure(tf.stop_gradient, outputs)
+        losses, _ = self._task_losses(y, outputs, replica_context, label_masks)
+        num_replicas = replicas_in_sync(replica_context)
+        if num_replicas > 1:
+            losses = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, losses)
+            losses = {t: losses[t] / num_replicas for t in self.task_names}
+        return losses
 
     def test_step(self, data):
         x, y = self.model_inputs(data[0]), data[1]

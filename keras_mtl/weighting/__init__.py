@@ -23,10 +23,13 @@ from collections.abc import Sequence
 from keras_mtl.config import WeightingConfig
 from keras_mtl.errors import UserError
 from keras_mtl.tasks import TASK_NAMES
+from keras_mtl.weighting.aligned_mtl import AlignedMTLUBWeighting, AlignedMTLWeighting
 from keras_mtl.weighting.base import MethodInfo, Weighting
 from keras_mtl.weighting.dwa import DynamicWeightAverage
 from keras_mtl.weighting.equal import EqualWeighting
+from keras_mtl.weighting.famo import FAMOWeighting
 from keras_mtl.weighting.grad_norm import GradNormWeighting
+from keras_mtl.weighting.imtl import IMTLLWeighting
 from keras_mtl.weighting.pcgrad import PCGradWeighting
 from keras_mtl.weighting.pseudo_grad_norm import PseudoGradNormWeighting
 from keras_mtl.weighting.uncertainty import UncertaintyWeighting
@@ -39,6 +42,10 @@ METHODS: tuple[type[Weighting], ...] = (
     UncertaintyWeighting,
     DynamicWeightAverage,
     PCGradWeighting,
+    FAMOWeighting,
+    AlignedMTLWeighting,
+    AlignedMTLUBWeighting,
+    IMTLLWeighting,
 )
 WEIGHTINGS: dict[str, type[Weighting]] = {method.info.name: method for method in METHODS}
 ALIASES: dict[str, str] = {
@@ -114,9 +121,13 @@ __all__ = [
     "METHODS",
     "WEIGHTINGS",
     "WEIGHTING_NAMES",
+    "AlignedMTLUBWeighting",
+    "AlignedMTLWeighting",
     "DynamicWeightAverage",
     "EqualWeighting",
+    "FAMOWeighting",
     "GradNormWeighting",
+    "IMTLLWeighting",
     "MethodInfo",
     "PCGradWeighting",
     "PseudoGradNormWeighting",

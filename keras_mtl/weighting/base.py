@@ -12,7 +12,10 @@ the replica context:
 1. `total = weighting.combine_losses(losses)` inside the gradient tape. `losses` maps task name
    to that replica's unweighted scalar loss. The trainer divides the returned total by the
    number of replicas before differentiating (so every term a weighting adds, such as the
-   `0.5 * s` of uncertainty weighting, is scaled correctly); weightings never do.
+   `0.5 * s` of uncertainty weighting, is scaled correctly); weightings never do. A total that
+   is not linear in the losses (FAMO's logs) must take its coefficients from the global losses
+   (the mean over replicas) and stay linear in this replica's share, or N replicas would not
+   sum to the one-device gradient.
 2. If `grad_norm_source` is not None, the trainer computes for every task i the norm
    `n_i = ||d L_i / d X||` of the UNWEIGHTED task loss at X = the last shared layer's kernel
    (`"shared_kernel"`) or the shared encoder feature map (`"shared_features"`), combined over
@@ -21,9 +24,19 @@ the replica context:
 3. If `needs_task_gradients` is True (PCGrad), the trainer computes each task's gradient of
    `w_i L_i` over the shared variables and calls `combine_gradients`; task-specific variables
    get the gradient of the total loss.
+   If `needs_representation_gram` is True (Aligned-MTL-UB), the trainer computes the T x T
+   Gram matrix of the per-task gradients of w_i L_i at the trunk's hand-off tensors (the
+   shared representation; flattened, concatenated, summed over replicas: the global batch's),
+   calls `alpha = representation_weights(gram)` and back-propagates sum_i alpha_i w_i dL_i/dh
+   through the trunk; task-specific variables get the gradient of the total loss.
 4. After the optimizer step: `weighting.update(losses, grad_norms)` with `losses` the mean over
    replicas of the unweighted task losses (identical on every replica) and `grad_norms` from 2.
    It updates the state variables (e.g. GradNorm's closed-form step and renormalisation).
+5. If `needs_losses_after_step` is True (FAMO), the trainer then runs the network once more on
+   the same batch, without gradient and without side effects (same dropout masks, batch
+   statistics, no BatchNorm moving-average update), and calls
+   `weighting.update_after_step(losses, losses_after)`, both means over replicas of the
+   unweighted task losses, before and after the optimizer step.
 
 Epoch-level methods (DWA) also implement `on_epoch_end(epoch, epoch_losses)`, called by a
 callback with the epoch-mean unweighted training losses as Python floats.
@@ -204,6 +217,12 @@ class Weighting(keras.layers.Layer):
     # Whether the method honours `labelled` (partial labels, see the module docstring); the
     # trainer refuses label masks with a method that does not.
     supports_partial_labels: ClassVar[bool] = False
+    # Whether the trainer must hand the Gram matrix of per-task gradients at the shared
+    # representation to `representation_weights` (Aligned-MTL-UB).
+    needs_representation_gram: ClassVar[bool] = False
+    # Whether the trainer must recompute the losses on the same batch after the optimizer
+    # step and call `update_after_step` (FAMO).
+    needs_losses_after_step: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -289,6 +308,20 @@ class Weighting(keras.layers.Layer):
         steer the others' (e.g. PCGrad projects nothing onto them).
         """
         raise NotImplementedError(f"{type(self).__name__} does not combine gradients")
+
+    def representation_weights(self, gram, labelled=None):
+        """Per-task multipliers (float32 vector) from the Gram matrix of the per-task
+        gradients at the shared representation (`needs_representation_gram`); `labelled` as
+        in `combine_losses` (an unlabelled task's row and column are zero)."""
+        raise NotImplementedError(f"{type(self).__name__} does not weight representations")
+
+    def update_after_step(
+        self, losses: Mapping[str, object], losses_after: Mapping[str, object], labelled=None
+    ) -> None:
+        """Updates the state from the same batch's unweighted losses before and after the
+        optimizer step (`needs_losses_after_step`; both means over replicas); `labelled` as in
+        `update`."""
+        raise NotImplementedError(f"{type(self).__name__} does not update after the step")
 
     def update(
         self,
