@@ -48,7 +48,12 @@ from keras_mtl.config import WeightingConfig
 from keras_mtl.metrics import resize_predictions, task_metrics
 from keras_mtl.tasks import TASK_NAMES, TASKS, class_weights_for
 from keras_mtl.training.gradients import SplitBackward
-from keras_mtl.training.strategy import overflow_on_any_replica, replicas_in_sync
+from keras_mtl.training.strategy import (
+    local_batch,
+    overflow_on_any_replica,
+    reducible_logs,
+    replicas_in_sync,
+)
 from keras_mtl.weighting import Weighting, get_weighting
 
 # The validation metrics of every epoch (`val_<name>` in history.csv), in task order.
@@ -334,6 +339,18 @@ class MultiTaskTrainer(keras.Model):
             for t in self.task_names
         }
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras reduces the first distributed batch with one `strategy.reduce` of the whole
+        # dict, which MultiWorkerMirroredStrategy cannot do ("Attempt to convert a value
+        # ({'flow': PerReplica...}) to a Tensor", issue 14). The batch only gives shapes (the
+        # trainer is built in __init__): this replica's part of it serves, with no collective.
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, batches in iterator:
+                data_batch = local_batch(self._distribute_strategy, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     # ------------------------------------------------------------------ steps
 
     def train_step(self, data):
@@ -394,13 +411,13 @@ class MultiTaskTrainer(keras.Model):
         else:
             mean_losses = losses
         weighting.update(mean_losses, grad_norms)
-        return self.compute_metrics(x, y, y_pred, training=True)
+        return reducible_logs(self.compute_metrics(x, y, y_pred, training=True))
 
     def test_step(self, data):
         x, y = self.model_inputs(data[0]), data[1]
         y_pred = self.model(x, training=False)
         self.compute_loss(x, y, y_pred, training=False)
-        return self.compute_metrics(x, y, y_pred, training=False)
+        return reducible_logs(self.compute_metrics(x, y, y_pred, training=False))
 
     # ------------------------------------------------------------------ serialisation
 
