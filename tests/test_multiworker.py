@@ -37,6 +37,7 @@ GLOBAL_BATCH = 4
 STEPS = 2  # optimizer steps per epoch (the tiny split holds 4 frames: 2 passes per epoch)
 RUN_EPOCHS = 2
 PAUSED = "paused"  # the file a worker writes when it stops mid-epoch for the kill test
+_STARTED: list[subprocess.Popen] = []  # killed after each test if still running
 
 
 # --------------------------------------------------------------------------- helpers
@@ -72,14 +73,26 @@ def launch(mode: str, args: dict, tmp: Path, name: str, config: str | None) -> s
     temp = tmp / f"{name}.tmp"
     temp.mkdir(parents=True, exist_ok=True)
     env["TMPDIR"] = str(temp)  # where a non-chief worker's folder goes (checked: removed)
-    log = (tmp / f"{name}.log").open("w")
-    return subprocess.Popen(
-        [sys.executable, __file__, mode, json.dumps(args)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=ROOT,
-    )
+    with (tmp / f"{name}.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, __file__, mode, json.dumps(args)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+    _STARTED.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def no_process_left():
+    """A failing test must not leave its worker processes running (one waits 600 s)."""
+    yield
+    for process in _STARTED:
+        if process.poll() is None and not getattr(process, "shared", False):
+            process.kill()
+            process.wait()
 
 
 def finish(process: subprocess.Popen, tmp: Path, name: str, timeout: float = 240) -> dict:
@@ -233,6 +246,7 @@ def reference(tiny_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("single")
     args = {"data": str(tiny_dataset), "out": str(tmp), "reference_run": True}
     process = launch("fit-check", args, tmp, "single", None)
+    process.shared = True  # runs beside the module's tests, collected by them
     results = {}
 
     def result() -> dict:

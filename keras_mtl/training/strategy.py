@@ -22,6 +22,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import tensorflow as tf
 
@@ -265,7 +266,7 @@ def reducible_logs(logs: dict) -> dict:
     return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
-def local_batch(strategy: tf.distribute.Strategy, batch):
+def local_batch(strategy: tf.distribute.Strategy, batch: Any) -> Any:
     """The first local replica's part of a distributed batch (a plain batch as it is).
 
     For what needs only the batch's structure, shapes and dtypes: unlike
