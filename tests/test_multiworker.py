@@ -6,7 +6,8 @@ synthetic dataset, and are compared with one process reading the same global bat
 
 - `fit-check` mode: `fit` with plain SGD (Adam's normalised step would hide a gradient scale
   error) through the multi-worker input pipeline, for vanilla, GradNorm (its per-task gradient
-  norms recorded at every step) and PCGrad (per-task gradients); then `evaluate`.
+  norms recorded at every step), PCGrad (per-task gradients) and uncertainty (its
+  log-variances trained beside the network); then `evaluate`.
 - `run` mode: `run_training` end to end (Adam, GradNorm, 2 epochs); one run has worker 1 stop
   in the middle of epoch 2, where the test kills it, kills the chief, and restarts both with
   the same command: they resume from the chief's backup and must end where one process does.
@@ -32,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("vanilla", "grad_norm", "pcgrad")
+METHODS = ("vanilla", "grad_norm", "pcgrad", "uncertainty")
 GLOBAL_BATCH = 4
 STEPS = 2  # optimizer steps per epoch (the tiny split holds 4 frames: 2 passes per epoch)
 RUN_EPOCHS = 2
