@@ -631,3 +631,42 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["replica-check"]:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         print(json.dumps(replica_check()))
+
+
+def test_unlabelled_task_is_left_out_as_if_the_problem_had_only_the_others():
+    """Partial labels: with motion unlabelled, FAMO, Aligned-MTL and IMTL-L on three tasks do
+    on depth and semantic exactly what they do on a two-task problem, and motion's state stays.
+    """
+    labelled = {"depth": tf.constant(True), "semantic": tf.constant(True)}
+    labelled["motion"] = tf.constant(False)
+    before = [{"depth": 0.9, "semantic": 1.6, "motion": 0.0}, {"depth": 0.7, "semantic": 1.2}]
+    after = [{"depth": 0.8, "semantic": 1.55, "motion": 0.0}, {"depth": 0.66, "semantic": 1.1}]
+    three, two = FAMOWeighting(TASKS3), FAMOWeighting(TASKS3[:2])
+    for losses, losses_after in zip(before, after, strict=True):
+        losses = {"motion": 0.0, **losses}
+        losses_after = {"motion": 0.0, **losses_after}
+        total = three.combine_losses(losses, labelled=labelled)
+        pair = {t: losses[t] for t in TASKS3[:2]}
+        np.testing.assert_allclose(float(total), float(two.combine_losses(pair)), rtol=1e-6)
+        three.update_after_step(losses, losses_after, labelled=labelled)
+        two.update_after_step(pair, {t: losses_after[t] for t in TASKS3[:2]})
+    for name in ("logits", "adam_m", "adam_v", "adam_steps", "last_weights"):
+        got, reference = getattr(three, name).numpy(), getattr(two, name).numpy()
+        np.testing.assert_allclose(got[:2], reference, rtol=1e-5, atol=1e-7, err_msg=name)
+    assert three.logits.numpy()[2] == 0.0 and three.adam_steps.numpy()[2] == 0.0
+    assert three.last_weights.numpy()[2] == 1.0
+
+    grads = np.array([[2.0, 0.5, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+    aligned = AlignedMTLWeighting(TASKS3)
+    combined = aligned.combine_gradients(
+        {t: [tf.constant(g)] for t, g in zip(TASKS3, grads, strict=True)}, labelled=labelled
+    )
+    alpha = aligned_reference(grads[:2])
+    np.testing.assert_allclose(aligned.alpha.numpy(), [*alpha, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(combined[0].numpy(), alpha @ grads[:2], rtol=1e-5, atol=1e-6)
+
+    imtl = IMTLLWeighting(TASKS3)
+    imtl.log_scales[2].assign(0.3)
+    total = imtl.combine_losses({"depth": 0.9, "semantic": 1.6, "motion": 0.0}, labelled=labelled)
+    assert float(total) == pytest.approx(0.9 + 1.6)  # exp(0) L - 0 for the labelled two only
+    assert set(imtl.task_state_variables()) == set(TASKS3)

@@ -727,6 +727,8 @@ def make_dataset(
     labels: str = "strict",
     min_labelled_frames: int = 1,
     trained_tasks: tuple[str, ...] | None = None,
+    shard_index: int = 0,
+    num_shards: int = 1,
 ) -> tf.data.Dataset:
     """The input pipeline of one split.
 
@@ -770,6 +772,14 @@ def make_dataset(
             task has fewer labelled frames than this (`check_label_counts`).
         trained_tasks: the tasks that minimum applies to (a single-task run needs only its
             own labels); None = every task.
+        shard_index: this pipeline's shard (a worker of a multi-worker job), 0-based.
+        num_shards: number of shards (workers). The stream is then cut into global batches of
+            `batch_size * num_shards` samples, exactly the batches one process with that batch
+            size reads, and this pipeline yields block `shard_index` (`batch_size` samples) of
+            each: the shards are disjoint, each decodes only its own frames, and together they
+            are the global batch. Endless streams only (`repeat=True`: every shard must yield
+            the same number of batches); `first_batch` counts global batches. The dataset's
+            own auto-shard policy is set to OFF, since it is a shard already.
 
     Returns:
         `tf.data.Dataset` of `({"flow", "rgb"}, {"depth", "semantic", "motion"})`, plus the
@@ -796,6 +806,14 @@ def make_dataset(
         raise UserError(f"--batch_size must be a positive integer, got {batch_size!r}")
     if not isinstance(first_batch, int) or first_batch < 0:
         raise ValueError(f"first_batch must be a non-negative integer, got {first_batch!r}")
+    if not isinstance(num_shards, int) or num_shards < 1:
+        raise ValueError(f"num_shards must be a positive integer, got {num_shards!r}")
+    if not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be in 0..{num_shards - 1}, got {shard_index!r}")
+    if num_shards > 1 and not repeat:
+        # A finite split rarely cuts into whole global batches: shards would run different
+        # numbers of steps and the job would wait forever in a collective.
+        raise ValueError("num_shards > 1 needs repeat=True (an endless training stream)")
     shuffle = training if shuffle is None else shuffle
     repeat = False if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
@@ -830,11 +848,17 @@ def make_dataset(
         return tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(order), samples)
 
     # (frame index, sample index) from `first_batch` on: only these light pairs are skipped.
-    first_sample = first_batch * batch_size
+    global_batch = batch_size * num_shards
+    first_sample = first_batch * global_batch
     first_pass, offset = divmod(first_sample, frame_count)
     last_pass = np.iinfo(np.int64).max if repeat else 1
     indices = tf.data.Dataset.range(first_pass, max(first_pass, last_pass)).flat_map(one_pass)
     indices = indices.skip(offset)
+    if num_shards > 1:
+        # Block `shard_index` of every global batch, chosen before anything is decoded.
+        indices = indices.filter(
+            lambda index, sample: tf.equal((sample % global_batch) // batch_size, shard_index)
+        )
     if cache:
         table = _frame_table(columns, frame_count)
         dataset = tf.data.Dataset.zip(indices, table.repeat()).map(
@@ -895,4 +919,8 @@ def make_dataset(
         samples = max(0, frame_count - first_sample)
         batches = samples // batch_size if drop_remainder else -(-samples // batch_size)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    if num_shards > 1:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        dataset = dataset.with_options(options)
     return dataset.prefetch(autotune)

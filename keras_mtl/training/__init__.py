@@ -26,6 +26,7 @@ from typing import Any
 
 from keras_mtl.tasks import class_weights_for
 from keras_mtl.training.callbacks import (
+    BACKUP_NAME,
     BEST_MODEL_NAME,
     CHECKPOINT_NAME,
     NaNGuard,
@@ -42,7 +43,13 @@ from keras_mtl.training.history import (
     truncate_history,
 )
 from keras_mtl.training.schedule import WarmupMultiStepSchedule, make_optimizer, make_schedule
-from keras_mtl.training.strategy import overflow_on_any_replica, select_strategy
+from keras_mtl.training.strategy import (
+    WorkerRole,
+    overflow_on_any_replica,
+    parse_tf_config,
+    select_strategy,
+    worker_role,
+)
 from keras_mtl.training.trainer import VALIDATION_METRICS, LastValue, MultiTaskTrainer
 
 # run.py's names load on first use (PEP 562), so `import keras_mtl.training.trainer` (e.g. by
@@ -58,6 +65,7 @@ _RUN_NAMES = (
     "build_model",
     "build_trainer",
     "check_run_folder",
+    "check_workers_agree",
     "data_error",
     "describe_run",
     "earlier_run_files",
@@ -65,6 +73,7 @@ _RUN_NAMES = (
     "per_class_iou",
     "pivot_metric_of",
     "resolve_depth_init",
+    "resume_from_backup",
     "run_training",
     "steps_per_epoch_of",
 )
@@ -81,6 +90,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BACKUP_NAME",
     "BEST_MODEL_NAME",
     "CHECKPOINT_NAME",
     "HISTORY_NAME",
@@ -94,14 +104,17 @@ __all__ = [
     "SplitBackward",
     "WarmupMultiStepSchedule",
     "WeightingEpochEnd",
+    "WorkerRole",
     "append_history_row",
     "class_weights_for",
     "make_optimizer",
     "make_schedule",
     "overflow_on_any_replica",
+    "parse_tf_config",
     "read_history_rows",
     "select_strategy",
     "summarize_history",
     "truncate_history",
+    "worker_role",
     *_RUN_NAMES,
 ]

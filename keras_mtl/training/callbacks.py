@@ -31,13 +31,16 @@ import tensorflow as tf
 from keras_mtl.config import RUN_CONFIG_NAME, Config
 from keras_mtl.data.layout import FLOW_OFFSET
 from keras_mtl.data.pipeline import denormalize_inputs
-from keras_mtl.io import save_atomic, write_bytes_atomic
+from keras_mtl.io import save_atomic, write_bytes_atomic, write_json_atomic
 from keras_mtl.metrics import resize_predictions
 from keras_mtl.tasks import metric_higher_is_better
 from keras_mtl.training.history import HISTORY_NAME, append_history_row
 from keras_mtl.training.trainer import VALIDATION_METRICS, MultiTaskTrainer
 
 CHECKPOINT_NAME = "checkpoint.keras"
+# Multi-worker runs: present from the first checkpoint until training ends, so a job restarted
+# after a worker died knows that the checkpoint is a backup to continue from.
+BACKUP_NAME = "backup.json"
 BEST_MODEL_NAME = "model_best.keras"
 PICTURE_GUTTER = 8  # white pixels between the frames of a saved picture
 
@@ -251,6 +254,9 @@ class RunArtifacts(keras.callbacks.Callback):
             saved).
         replaces: files of an earlier run in `save_path`, deleted after the first epoch
             written unless this run wrote them again.
+        backup: after each checkpoint, also write `backup.json` (`{"epoch": n}`), the mark by
+            which restarted workers of a multi-worker job resume (the run removes it at the
+            end of training).
 
     Attributes:
         saved_epoch: the last epoch (1-based) this callback wrote, or None.
@@ -264,9 +270,11 @@ class RunArtifacts(keras.callbacks.Callback):
         guard: NaNGuard | None = None,
         config: Config | None = None,
         replaces: Sequence[str | os.PathLike] = (),
+        backup: bool = False,
     ) -> None:
         super().__init__()
         self.save_path = Path(save_path)
+        self.backup = bool(backup)
         self.pivot_metric = pivot_metric
         self.task_names = list(task_names)
         self.guard = guard
@@ -317,6 +325,9 @@ class RunArtifacts(keras.callbacks.Callback):
         trainer.epoch_counter.assign(epoch + 1)
         save_atomic(trainer.save, self.save_path / CHECKPOINT_NAME)
         written.append(self.save_path / CHECKPOINT_NAME)
+        if self.backup:  # after the checkpoint: the mark never points at a missing one
+            write_json_atomic(self.save_path / BACKUP_NAME, {"epoch": epoch + 1})
+            written.append(self.save_path / BACKUP_NAME)
         self.saved_epoch = epoch + 1
         # The earlier run's files go once this run has a whole epoch of its own on disk.
         for path in self.replaces:

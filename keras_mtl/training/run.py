@@ -6,6 +6,15 @@ every epoch `history.csv`, `model_best.keras`, `config.yaml` and `checkpoint.ker
 end `predictions.png` (prediction grids of a few validation frames) and `results.json` (the
 returned summary).
 
+Under `TF_CONFIG` (several workers, `MultiWorkerMirroredStrategy`) only the chief writes the run
+folder; every other worker runs the same callbacks (saving may involve collectives) into a
+temporary folder of its own, removed when it ends. Each worker reads its own shard of every
+global batch (`--batch_size` per worker; global batch = batch size x workers). The chief marks
+the folder `backup.json` with every checkpoint and removes the mark when training ends: workers
+restarted with the same command after one of them died resume from that checkpoint (model,
+optimizer, weighting state, epoch) without `--resume`, as `keras.callbacks.BackupAndRestore`
+does. The folder must be one that every worker can read (a shared file system).
+
 The folder belongs to one run at a time (`RunLock`, `run.lock` with the owner's PID and host);
 a run starting in it first deletes the temp files of atomic writes a killed run left behind. A
 new run in a folder with an earlier run's results needs `--overwrite` (or `--resume`), and the
@@ -28,8 +37,10 @@ import datetime
 import errno
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,7 +49,13 @@ import keras
 import tensorflow as tf
 
 from keras_mtl.checkpoints import initialise_from_checkpoint
-from keras_mtl.config import MIXED_PRECISION_POLICIES, RUN_CONFIG_NAME, Config, TrainConfig
+from keras_mtl.config import (
+    MIXED_PRECISION_POLICIES,
+    RUN_CONFIG_NAME,
+    Config,
+    TrainConfig,
+    load_config,
+)
 from keras_mtl.data import layout
 from keras_mtl.data.pipeline import UNDECODABLE, list_stems, make_dataset, median_depth
 from keras_mtl.errors import UserError, bad_input_report
@@ -48,6 +65,7 @@ from keras_mtl.models import build_multitask_model, build_single_task_model
 from keras_mtl.models.pretrained import describe_report
 from keras_mtl.tasks import TASK_NAMES, TASKS, class_names
 from keras_mtl.training.callbacks import (
+    BACKUP_NAME,
     BEST_MODEL_NAME,
     CHECKPOINT_NAME,
     NaNGuard,
@@ -58,7 +76,7 @@ from keras_mtl.training.callbacks import (
 )
 from keras_mtl.training.history import HISTORY_NAME, summarize_history, truncate_history
 from keras_mtl.training.schedule import make_optimizer
-from keras_mtl.training.strategy import select_strategy
+from keras_mtl.training.strategy import WorkerRole, select_strategy, worker_role
 from keras_mtl.training.trainer import MultiTaskTrainer
 
 try:  # POSIX: the lock is an flock, released by the kernel when its owner dies
@@ -384,16 +402,28 @@ def build_trainer(
     return trainer
 
 
-def build_datasets(config: Config, first_batch: int = 0) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+def build_datasets(
+    config: Config, first_batch: int = 0, strategy: tf.distribute.Strategy | None = None
+) -> tuple:
     """(train, validation) datasets of `config` (train: img_resize; val: output_size).
 
     The training dataset is the endless stream of `keras_mtl.data.pipeline.make_dataset`
     (shuffling and augmentation drawn from the seed and the sample index), started at
     `first_batch`; the validation dataset is the split once, in order.
 
+    Under a multi-worker `strategy` the global batch is `--batch_size` x workers: the training
+    dataset is a `tf.distribute.DistributedDataset` in which each worker builds and decodes
+    only its own block of every global batch (`make_dataset(shard_index=, num_shards=)`),
+    split further over the worker's GPUs; the global batches are those one process with the
+    global batch size reads. Validation reads the split in global batches with the auto-shard
+    policy set to DATA (each worker evaluates its part of every batch; Keras all-reduces the
+    metrics over the workers).
+
     Args:
         config: the run configuration.
         first_batch: the first training batch (a resumed run: epochs done x steps per epoch).
+        strategy: the run's strategy (default: the current one); only a multi-worker one
+            changes anything.
 
     Example:
 
@@ -403,6 +433,8 @@ def build_datasets(config: Config, first_batch: int = 0) -> tuple[tf.data.Datase
     """
     data, train = config.data, config.train
     check_data_path(data.data_path)
+    strategy = strategy or tf.distribute.get_strategy()
+    role = worker_role(strategy)
     common = dict(
         img_resize=tuple(data.img_resize),
         batch_size=int(train.batch_size),
@@ -422,9 +454,13 @@ def build_datasets(config: Config, first_batch: int = 0) -> tuple[tf.data.Datase
         "min_labelled_frames": data.min_labelled_frames,
         "trained_tasks": (train.single_task,) if train.single_task else None,
     }
-    train_ds = make_dataset(
-        data.data_path, data.train_split, training=True, repeat=True, **train_options, **common
-    )
+    if not role.multi_worker:
+        train_ds = make_dataset(
+            data.data_path, data.train_split, training=True, repeat=True, **train_options, **common
+        )
+    else:
+        train_ds = _worker_shards(strategy, role, config, {**common, **train_options})
+        common["batch_size"] = int(train.batch_size) * role.count
     val_ds = make_dataset(
         data.data_path,
         data.val_split,
@@ -433,7 +469,42 @@ def build_datasets(config: Config, first_batch: int = 0) -> tuple[tf.data.Datase
         repeat=False,
         **common,
     )
+    if role.multi_worker:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        val_ds = val_ds.with_options(options)
     return train_ds, val_ds
+
+
+def _worker_shards(strategy, role: WorkerRole, config: Config, options: dict):
+    """The training stream of a multi-worker job: each worker's own block of every global
+    batch, cut into per-replica batches for the worker's replicas (see `build_datasets`)."""
+    local_replicas = max(1, strategy.num_replicas_in_sync // role.count)
+    batch_size = int(config.train.batch_size)
+    if batch_size % local_replicas:
+        raise UserError(
+            f"--batch_size {batch_size}: the batch of each worker must divide evenly over its "
+            f"{local_replicas} replicas"
+        )
+    data = config.data
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        dataset = make_dataset(
+            data.data_path,
+            data.train_split,
+            training=True,
+            repeat=True,
+            shard_index=context.input_pipeline_id,
+            num_shards=context.num_input_pipelines,
+            **options,
+        )
+        if local_replicas > 1:  # consecutive per-replica batches go to the local replicas
+            dataset = dataset.rebatch(batch_size // local_replicas)
+        return dataset
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def check_data_path(data_path: str | os.PathLike) -> None:
@@ -445,11 +516,15 @@ def check_data_path(data_path: str | os.PathLike) -> None:
         )
 
 
-def steps_per_epoch_of(config: Config) -> int:
+def steps_per_epoch_of(config: Config, workers: int = 1) -> int:
     """`--steps_per_epoch`, or one pass over the training split (whole batches) when None.
 
+    Args:
+        config: the run configuration.
+        workers: workers of a multi-worker job (the global batch is `--batch_size` x workers).
+
     Raises:
-        UserError: the training split holds fewer frames than a batch.
+        UserError: the training split holds fewer frames than a (global) batch.
     """
     data, train = config.data, config.train
     if train.steps_per_epoch is not None:
@@ -459,12 +534,15 @@ def steps_per_epoch_of(config: Config) -> int:
             data.data_path, data.train_split, data.flow_dir, data.semantic_classes, data.labels
         )
     )
-    if frames < train.batch_size:
+    global_batch = int(train.batch_size) * workers
+    if frames < global_batch:
+        across = f" x {workers} workers" if workers > 1 else ""
         raise UserError(
             f"--data_path {data.data_path}, split {data.train_split!r}: {frames} frame(s) make "
-            f"no full batch of --batch_size {train.batch_size}; lower the batch size or add frames"
+            f"no full batch of --batch_size {train.batch_size}{across}; lower the batch size or "
+            "add frames"
         )
-    return frames // int(train.batch_size)
+    return frames // global_batch
 
 
 def data_error(error: BaseException, skip_flag: bool = True) -> UserError | None:
@@ -496,9 +574,17 @@ def describe_run(config: Config, strategy, trainer: MultiTaskTrainer) -> str:
         macs = f", {count_macs(trainer.model) / 1e9:.3f} GMACs at {tuple(config.data.img_resize)}"
     except Exception:  # noqa: BLE001  (the counter is informative only)
         macs = ""
+    role = worker_role(strategy)
+    workers = ""
+    if role.multi_worker:
+        chief = ", the chief" if role.chief else ""
+        workers = (
+            f" on {role.count} workers (this is worker {role.index}{chief}), global batch "
+            f"{config.train.batch_size * role.count}"
+        )
     return (
-        f"strategy {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s), "
-        f"weighting {config.weighting.multi_task_type}, tasks {', '.join(trainer.task_names)}"
+        f"strategy {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)"
+        f"{workers}, weighting {config.weighting.multi_task_type}, tasks {', '.join(trainer.task_names)}"
         f"{macs}"
     )
 
@@ -574,36 +660,86 @@ def run_training(
     save_path = Path(train.save_path)
     checkpoint = save_path / CHECKPOINT_NAME
     pivot_metric = pivot_metric_of(train)
-    if train.resume and not checkpoint.is_file():
-        raise UserError(f"--resume: nothing to resume, {checkpoint} does not exist")
     if train.mixed_precision != "none":
         keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[train.mixed_precision])
     keras.utils.set_random_seed(train.seed)
     if strategy is None:
         strategy = select_strategy(train.gpus, train.cpu_replicas)
+    # A multi-worker strategy exists once every worker has joined: nobody has written anything
+    # yet, so every worker reads the same folder state and takes the same decisions below.
+    role = worker_role(strategy)
+    if role.multi_worker:
+        config = resume_from_backup(config)
+        train = config.train
+    if train.resume and not checkpoint.is_file():
+        raise UserError(f"--resume: nothing to resume, {checkpoint} does not exist")
     if datasets is None:
         check_data_path(config.data.data_path)
-    with RunLock(save_path):
-        replaces = check_run_folder(train)
-        for path in remove_partial_writes(save_path):
-            print(f"removed {path}, left by an interrupted write", flush=True)
-        try:
-            return _train_in_folder(
-                config,
-                strategy,
-                pivot_metric,
-                datasets,
-                run_eagerly,
-                verbose,
-                model_fn,
-                callbacks,
-                replaces,
-            )
-        except Exception as error:  # an input-pipeline error names its file: one line
-            user_error = data_error(error)
-            if user_error is None:
-                raise
-            raise user_error from None
+    if role.chief:
+        folder = save_path
+    else:
+        # TensorFlow's rule: the other workers save too (saving may run collectives), into a
+        # folder of their own that is removed afterwards.
+        folder = Path(tempfile.mkdtemp(prefix=f"keras_mtl_worker{role.index}_"))
+    try:
+        with RunLock(folder):
+            # Every worker checks the chief's folder, so that all stop with the same line.
+            replaces = check_run_folder(train)
+            if not role.chief:
+                replaces = []
+            for path in remove_partial_writes(folder):
+                print(f"removed {path}, left by an interrupted write", flush=True)
+            try:
+                return _train_in_folder(
+                    config,
+                    strategy,
+                    pivot_metric,
+                    datasets,
+                    run_eagerly,
+                    verbose,
+                    model_fn,
+                    callbacks,
+                    replaces,
+                    folder,
+                )
+            except Exception as error:  # an input-pipeline error names its file: one line
+                user_error = data_error(error)
+                if user_error is None:
+                    raise
+                raise user_error from None
+    finally:
+        if folder != save_path:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def resume_from_backup(config: Config) -> Config:
+    """`config` set to resume when its run folder holds the backup of an interrupted run.
+
+    A multi-worker job restarted after a worker died (by hand or by a cluster manager) runs
+    the same command again: with the chief's `backup.json` and `checkpoint.keras` in
+    `--save_path`, it continues from that checkpoint (model, optimizer, weighting state,
+    epoch) as `--resume` would, instead of refusing the folder. `--overwrite` starts anew.
+    The log depth head's `depth_init` is the run's own (from its config.yaml).
+
+    Example:
+
+    ```python
+    config = resume_from_backup(config)  # config.train.resume is True after an interruption
+    ```
+    """
+    train = config.train
+    save_path = Path(train.save_path)
+    backup, checkpoint = save_path / BACKUP_NAME, save_path / CHECKPOINT_NAME
+    if train.resume or train.overwrite or not (backup.is_file() and checkpoint.is_file()):
+        return config
+    model = config.model
+    saved_path = save_path / RUN_CONFIG_NAME
+    if saved_path.is_file():
+        model = dataclasses.replace(model, depth_init=load_config(saved_path).model.depth_init)
+    print(f"resuming from the backup of an interrupted run in {save_path}", flush=True)
+    return dataclasses.replace(
+        config, model=model, train=dataclasses.replace(train, resume=True, overwrite=False)
+    )
 
 
 def _train_in_folder(
@@ -616,13 +752,16 @@ def _train_in_folder(
     model_fn: Callable[[Config], keras.Model] | None,
     extra_callbacks: Sequence[keras.callbacks.Callback],
     replaces: list[Path],
+    folder: Path,
 ) -> dict:
-    """`run_training` once its folder is locked and checked (see there)."""
+    """`run_training` once its folder is locked and checked (see there); writes go to
+    `folder` (the run folder, or a worker's temporary one), resuming reads the run folder."""
     train = config.train
-    save_path = Path(train.save_path)
-    checkpoint = save_path / CHECKPOINT_NAME
+    role = worker_role(strategy)
+    checkpoint = Path(train.save_path) / CHECKPOINT_NAME
+    save_path = folder
     if datasets is None:
-        steps_per_epoch = steps_per_epoch_of(config)
+        steps_per_epoch = steps_per_epoch_of(config, role.count)
         if not train.resume:
             config = resolve_depth_init(config)
     else:
@@ -646,9 +785,13 @@ def _train_in_folder(
         initial_epoch = load_trainer_state(trainer, checkpoint)
         truncate_history(save_path / HISTORY_NAME, initial_epoch)
         print(f"resuming from {checkpoint} after epoch {initial_epoch}", flush=True)
+    if role.multi_worker:
+        check_workers_agree(strategy, initial_epoch, checkpoint)
     if datasets is None:
         # The stream from the first batch not yet trained on: what the uninterrupted run sees.
-        train_ds, val_ds = build_datasets(config, first_batch=initial_epoch * steps_per_epoch)
+        train_ds, val_ds = build_datasets(
+            config, first_batch=initial_epoch * steps_per_epoch, strategy=strategy
+        )
     if train.val_steps is not None:
         # The first val_steps batches every epoch (Keras would go on where the last epoch
         # stopped, so a resumed run would validate on other batches).
@@ -659,7 +802,13 @@ def _train_in_folder(
         config, train=dataclasses.replace(train, overwrite=False, resume=False)
     )
     artifacts = RunArtifacts(
-        save_path, pivot_metric, trainer.task_names, guard, saved_config, replaces
+        save_path,
+        pivot_metric,
+        trainer.task_names,
+        guard,
+        saved_config,
+        replaces,
+        backup=role.multi_worker,
     )
     callbacks = [
         guard,
@@ -697,6 +846,8 @@ def _train_in_folder(
                 shuffle=False,  # the dataset shuffles itself
             )
         validated = any(key.startswith("val_") for key in history.history)
+    # Training ended (finished or stopped by the guard), not interrupted: nothing to restore.
+    (save_path / BACKUP_NAME).unlink(missing_ok=True)
     if guard.failure:
         if artifacts.saved_epoch is not None or train.resume:
             epoch = artifacts.saved_epoch or initial_epoch
@@ -728,4 +879,34 @@ def _train_in_folder(
         if name == RESULTS_NAME or (save_path / name).exists()
     ]
     write_json_atomic(save_path / RESULTS_NAME, summary)
+    if not role.chief:
+        summary["files"] = []  # this worker's folder is removed: the chief's holds the run
     return summary
+
+
+def check_workers_agree(
+    strategy: tf.distribute.Strategy, initial_epoch: int, checkpoint: str | os.PathLike
+) -> None:
+    """Raises `UserError` when the workers of a job would start from different epochs.
+
+    That happens when a worker cannot see the chief's run folder (no shared file system): it
+    would start afresh while the chief resumes, and the job would train on mixed states.
+
+    Args:
+        strategy: the multi-worker strategy (every worker calls this, it runs a collective).
+        initial_epoch: the epoch this worker resumes after (0: a new run).
+        checkpoint: the checkpoint resumed from, for the message.
+    """
+    value = tf.constant([float(initial_epoch)])
+
+    def every_replica():
+        return tf.distribute.get_replica_context().all_gather(value, axis=0)
+
+    gathered = strategy.experimental_local_results(strategy.run(tf.function(every_replica)))[0]
+    highest, lowest = float(tf.reduce_max(gathered)), float(tf.reduce_min(gathered))
+    if highest != lowest:
+        raise UserError(
+            f"--save_path {Path(checkpoint).parent}: the workers start from different epochs "
+            f"({int(lowest)} to {int(highest)}): every worker must read the chief's run folder "
+            f"(a shared file system), or copy {Path(checkpoint).name} there before restarting"
+        )

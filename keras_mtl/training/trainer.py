@@ -58,7 +58,12 @@ from keras_mtl.errors import UserError
 from keras_mtl.metrics import resize_predictions, task_metrics
 from keras_mtl.tasks import TASK_NAMES, TASKS, class_weights_for
 from keras_mtl.training.gradients import SplitBackward
-from keras_mtl.training.strategy import overflow_on_any_replica, replicas_in_sync
+from keras_mtl.training.strategy import (
+    local_batch,
+    overflow_on_any_replica,
+    reducible_logs,
+    replicas_in_sync,
+)
 from keras_mtl.weighting import Weighting, get_weighting
 
 # The validation metrics of every epoch (`val_<name>` in history.csv), in task order.
@@ -398,6 +403,18 @@ class MultiTaskTrainer(keras.Model):
         }
         return losses, labelled
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras reduces the first distributed batch with one `strategy.reduce` of the whole
+        # dict, which MultiWorkerMirroredStrategy cannot do ("Attempt to convert a value
+        # ({'flow': PerReplica...}) to a Tensor", issue 14). The batch only gives shapes (the
+        # trainer is built in __init__): this replica's part of it serves, with no collective.
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, batches in iterator:
+                data_batch = local_batch(self._distribute_strategy, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     # ------------------------------------------------------------------ steps
 
     def train_step(self, data):
@@ -475,7 +492,7 @@ class MultiTaskTrainer(keras.Model):
                 weighting.update_after_step(mean_losses, after)
             else:
                 weighting.update_after_step(mean_losses, after, labelled=labelled)
-        return self.compute_metrics(x, y, y_pred, training=True)
+        return reducible_logs(self.compute_metrics(x, y, y_pred, training=True))
 
     def _task_state_before_step(self, labelled) -> dict:
         """The values of the weighting's trainable per-task state (`task_state_variables`)
@@ -522,7 +539,7 @@ class MultiTaskTrainer(keras.Model):
         label_masks = data[2] if len(data) > 2 else None
         y_pred = self.model(x, training=False)
         self.compute_loss(x, y, y_pred, sample_weight=label_masks, training=False)
-        return self.compute_metrics(x, y, y_pred, training=False)
+        return reducible_logs(self.compute_metrics(x, y, y_pred, training=False))
 
     # ------------------------------------------------------------------ serialisation
 
