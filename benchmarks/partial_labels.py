@@ -158,6 +158,30 @@ def plan(
     return specs
 
 
+def reuse_full_results(specs: Sequence[Mapping], runs_dir: Path, source_runs: Path) -> list[str]:
+    """Takes the full-label results from reproduce_table's runs instead of training them again.
+
+    A full-label run here is reproduce_table's run of the same method and seed (same preset,
+    dataset and settings: `has_result` compares them); its result.json is copied, marked with
+    where it came from. Returns the names of the runs reused.
+    """
+    reused = []
+    for spec in specs:
+        if spec["rate"] != 0:
+            continue
+        source = source_runs / table.run_name(spec["row"], spec["seed"])
+        target = runs_dir / spec["name"]
+        if table.has_result(target, spec) or not table.has_result(source, spec):
+            continue
+        record = json.loads((source / table.RESULT_NAME).read_text())
+        target.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            target / table.RESULT_NAME, {**record, "name": spec["name"], "reused_from": str(source)}
+        )
+        reused.append(spec["name"])
+    return reused
+
+
 def summarize(results: Sequence[Mapping]) -> dict:
     """Per method and condition: each headline metric's mean +- std over seeds, and per
     condition other than `full` the paired per-seed difference against `full` (signed so that
@@ -253,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         "runs/reproduce_table/<preset>/data is the same dataset)",
     )
     parser.add_argument("--work_dir", help="default: runs/partial_labels/<preset>")
+    parser.add_argument(
+        "--reuse_full",
+        metavar="RUNS_DIR",
+        help="reproduce_table's runs folder (e.g. runs/reproduce_table/cpu/runs): full-label "
+        "runs with the same settings are read from there instead of trained again",
+    )
     parser.add_argument("--out_json", help=f"default: <work_dir>/{OUT_NAME}")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     parser.add_argument("--threads", type=int, default=0, help="TensorFlow threads per run")
@@ -303,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         dropped = derived["dropped_labels"]["train"][DROPPED_TASK]
         coverage[condition_name(rate)] = frames - len(dropped)
     runs_dir = work_dir / "runs"
+    if args.reuse_full:
+        reused = reuse_full_results(specs, runs_dir, Path(args.reuse_full))
+        print(f"full-label results reused from {args.reuse_full}: {len(reused)}", flush=True)
     failed = table.run_all(specs, runs_dir, args.jobs, args.threads, args.in_process)
     results, missing = [], []
     for spec in specs:

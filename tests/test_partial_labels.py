@@ -562,6 +562,20 @@ def test_benchmark_derives_the_dropped_dataset_and_plans_partial_runs(tiny_datas
     assert specs[1]["overrides"]["labels"] == "partial"
     assert specs[1]["overrides"]["data_path"] == str(target)
 
+    # The full-label run is reproduce_table's run of that seed: reused only when it matches.
+    table_runs, runs_dir = tmp_path / "table_runs", tmp_path / "runs"
+    source = table_runs / reproduce_table.run_name("vanilla", 0)
+    source.mkdir(parents=True)
+    record = {"name": "vanilla_s0", "overrides": specs[0]["overrides"], "final": {"x": 1.0}}
+    (source / reproduce_table.RESULT_NAME).write_text(json.dumps(record))
+    assert partial_labels.reuse_full_results(specs, runs_dir, table_runs) == ["vanilla_full_s0"]
+    copied = json.loads((runs_dir / "vanilla_full_s0" / reproduce_table.RESULT_NAME).read_text())
+    assert copied["final"] == {"x": 1.0} and copied["reused_from"] == str(source)
+    assert partial_labels.reuse_full_results(specs, runs_dir, table_runs) == []  # already there
+    record["overrides"] = {**record["overrides"], "epochs": 99}  # other settings: not reused
+    (source / reproduce_table.RESULT_NAME).write_text(json.dumps(record))
+    assert partial_labels.reuse_full_results(specs, tmp_path / "other", table_runs) == []
+
 
 def train_split_losses(model, root: Path) -> dict[str, float]:
     """Masked per-task losses of `model` over the 8 training frames (no augmentation)."""
