@@ -68,12 +68,6 @@ def aligned_weights(gram):
     return tf.cast(alpha, tf.float32)
 
 
-def _dense(gradient):
-    if isinstance(gradient, tf.IndexedSlices):
-        return tf.convert_to_tensor(gradient)
-    return gradient
-
-
 def gram_matrix(per_task: Sequence[Sequence[object]]):
     """T x T float32 matrix of dot products of per-task gradient lists (None entries = 0)."""
     count = len(per_task)
@@ -157,13 +151,8 @@ class AlignedMTLWeighting(Weighting):
     def combine_gradients(
         self, task_gradients: Mapping[str, Sequence[object]], labelled=None
     ) -> list:
-        per_task = [[_dense(g) for g in task_gradients[name]] for name in self.task_names]
+        per_task = self.task_gradient_lists(task_gradients)
         num_variables = len(per_task[0])
-        if any(len(grads) != num_variables for grads in per_task):
-            raise ValueError(
-                "combine_gradients needs one gradient per shared variable for every task, got "
-                f"{[len(grads) for grads in per_task]}"
-            )
         alpha = self._step_weights(gram_matrix(per_task), labelled)
         combined: list = []
         for v in range(num_variables):

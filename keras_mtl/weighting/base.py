@@ -87,6 +87,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from keras_mtl.config import WeightingConfig
@@ -308,6 +309,25 @@ class Weighting(keras.layers.Layer):
         steer the others' (e.g. PCGrad projects nothing onto them).
         """
         raise NotImplementedError(f"{type(self).__name__} does not combine gradients")
+
+    def task_gradient_lists(self, task_gradients: Mapping[str, Sequence[object]]) -> list[list]:
+        """The per-task gradient lists in `task_names` order, dense (sparse IndexedSlices of an
+        embedding-like variable converted), one entry per shared variable (None: the task's
+        loss does not reach it). For `combine_gradients`.
+
+        Raises:
+            ValueError: the tasks' lists differ in length.
+        """
+        per_task = [
+            [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+            for grads in (task_gradients[name] for name in self.task_names)
+        ]
+        if any(len(grads) != len(per_task[0]) for grads in per_task):
+            raise ValueError(
+                "combine_gradients needs one gradient per shared variable for every task, got "
+                f"{[len(grads) for grads in per_task]}"
+            )
+        return per_task
 
     def representation_weights(self, gram, labelled=None):
         """Per-task multipliers (float32 vector) from the Gram matrix of the per-task

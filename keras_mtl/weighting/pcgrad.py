@@ -22,12 +22,6 @@ from keras_mtl.config import WeightingConfig
 from keras_mtl.weighting.base import EPSILON, MethodInfo, Weighting
 
 
-def _dense(gradient):
-    if isinstance(gradient, tf.IndexedSlices):
-        return tf.convert_to_tensor(gradient)
-    return gradient
-
-
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class PCGradWeighting(Weighting):
     """PCGrad: fixed loss weights, conflicting shared gradients projected before summing.
@@ -83,13 +77,8 @@ class PCGradWeighting(Weighting):
     def combine_gradients(
         self, task_gradients: Mapping[str, Sequence[object]], labelled=None
     ) -> list:
-        per_task = [[_dense(g) for g in task_gradients[name]] for name in self.task_names]
+        per_task = self.task_gradient_lists(task_gradients)
         num_variables = len(per_task[0])
-        if any(len(grads) != num_variables for grads in per_task):
-            raise ValueError(
-                "combine_gradients needs one gradient per shared variable for every task, got "
-                f"{[len(grads) for grads in per_task]}"
-            )
         # A task whose loss does not reach a shared variable has a None gradient there: it is
         # zero. A variable no task reaches stays None.
         references = [
