@@ -340,6 +340,15 @@ def worker_main(run_dir: str, threads: int) -> int:
     return 0
 
 
+def _same_folders(overrides: Mapping) -> dict:
+    """`overrides` with `data_path` as an absolute path: a relative and an absolute name of
+    one dataset folder (`--work_dir runs/x` vs `/repo/runs/x`) are the same settings."""
+    overrides = dict(overrides)
+    if isinstance(overrides.get("data_path"), str):
+        overrides["data_path"] = os.path.realpath(overrides["data_path"])
+    return overrides
+
+
 def has_result(run_dir: Path, spec: Mapping) -> bool:
     """True when `run_dir` holds the result of exactly this spec (same settings)."""
     path = run_dir / RESULT_NAME
@@ -348,7 +357,9 @@ def has_result(run_dir: Path, spec: Mapping) -> bool:
     try:
         stored = json.loads(path.read_text()).get("overrides")
         # A result written before an option existed ran with that option's old behaviour.
-        return {**OVERRIDES_BEFORE_OPTIONS, **stored} == dict(spec["overrides"])
+        return _same_folders({**OVERRIDES_BEFORE_OPTIONS, **stored}) == _same_folders(
+            spec["overrides"]
+        )
     except (OSError, ValueError):
         return False
 

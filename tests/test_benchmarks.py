@@ -373,3 +373,19 @@ def test_loss_shares_are_weighted_task_losses_of_the_last_epoch(tmp_path):
     assert "loss_share" not in summary["rows"]["uncertainty"]  # its history does not exist
     text = reproduce_table.markdown_loss_shares(summary)
     assert "| Vanilla" in text.splitlines()[-1] and "50%" in text
+
+
+def test_a_result_matches_its_spec_whatever_the_dataset_path_spelling(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    spec = {"overrides": {"data_path": str(tmp_path / "data"), "epochs": 2}}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stored = {"overrides": {"data_path": "data", "epochs": 2}}  # written with a relative path
+    (run_dir / reproduce_table.RESULT_NAME).write_text(json.dumps(stored))
+    assert reproduce_table.has_result(run_dir, spec)
+    assert not reproduce_table.has_result(
+        run_dir, {"overrides": {**spec["overrides"], "epochs": 3}}
+    )
+    other = {"overrides": {**spec["overrides"], "data_path": str(tmp_path / "elsewhere")}}
+    assert not reproduce_table.has_result(run_dir, other)
