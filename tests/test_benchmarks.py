@@ -378,7 +378,9 @@ def test_loss_shares_are_weighted_task_losses_of_the_last_epoch(tmp_path):
 def test_a_result_matches_its_spec_whatever_the_dataset_path_spelling(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
-    spec = {"overrides": {"data_path": str(tmp_path / "data"), "epochs": 2}}
+    # (the options added after the first results, with their values of that time)
+    spec = {"overrides": {**reproduce_table.OVERRIDES_BEFORE_OPTIONS, "epochs": 2}}
+    spec["overrides"]["data_path"] = str(tmp_path / "data")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     stored = {"overrides": {"data_path": "data", "epochs": 2}}  # written with a relative path
