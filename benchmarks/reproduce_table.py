@@ -20,7 +20,7 @@ an interrupted table resumes where it stopped. `--in_process` runs them one afte
 this process instead (`keras.backend.clear_session()` between runs), which the tests use.
 
 Presets (`--preset`): `tiny` (seconds, for the test suite), `cpu` (small width and resolution,
-about an hour on 2 CPU cores), `gpu` (the full model at 384x768). Any budget field can be
+about 1.5 hours for 4 seeds on 2 CPU cores), `gpu` (the full model at 384x768). Any budget field can be
 overridden (`--epochs`, `--steps_per_epoch`, ...); overrides are recorded in the outputs.
 
 Usage:
