@@ -337,14 +337,16 @@ def main(argv: list[str] | None = None) -> int:
         reused = reuse_full_results(specs, runs_dir, Path(args.reuse_full))
         print(f"full-label results reused from {args.reuse_full}: {len(reused)}", flush=True)
     failed = table.run_all(specs, runs_dir, args.jobs, args.threads, args.in_process)
-    results, missing = [], []
-    for spec in specs:
-        run_dir = runs_dir / spec["name"]
-        if table.has_result(run_dir, spec):
-            result = json.loads((run_dir / table.RESULT_NAME).read_text())
-            results.append({**result, "condition": spec["condition"], "rate": spec["rate"]})
-        else:
-            missing.append(spec["name"])
+    results, missing = table.collect_results(specs, runs_dir)
+    conditions = {spec["name"]: spec for spec in specs}
+    results = [
+        {
+            **r,
+            "condition": conditions[r["name"]]["condition"],
+            "rate": conditions[r["name"]]["rate"],
+        }
+        for r in results
+    ]
     if not results:
         raise UserError(f"no run finished; see the logs under {runs_dir}")
     rows = summarize(results)

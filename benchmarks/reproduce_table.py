@@ -374,6 +374,19 @@ def _reset_run_dir(run_dir: Path, spec: Mapping) -> None:
     write_json_atomic(run_dir / SPEC_NAME, spec)
 
 
+def collect_results(specs: Sequence[Mapping], runs_dir: Path) -> tuple[list[dict], list[str]]:
+    """The result records of the specs that have one matching their settings, and the names
+    of those that do not."""
+    results, missing = [], []
+    for spec in specs:
+        run_dir = runs_dir / spec["name"]
+        if has_result(run_dir, spec):
+            results.append(json.loads((run_dir / RESULT_NAME).read_text()))
+        else:
+            missing.append(spec["name"])
+    return results, missing
+
+
 def run_all(
     specs: Sequence[Mapping], runs_dir: Path, jobs: int, threads: int, in_process: bool
 ) -> list[str]:
@@ -914,13 +927,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = ensure_dataset(preset.dataset, data_path, args.workers)
     runs_dir = work_dir / "runs"
     failed = run_all(specs, runs_dir, args.jobs, args.threads, args.in_process)
-    results, missing = [], []
-    for spec in specs:
-        path = runs_dir / spec["name"] / RESULT_NAME
-        if has_result(runs_dir / spec["name"], spec):
-            results.append(json.loads(path.read_text()))
-        else:
-            missing.append(spec["name"])
+    results, missing = collect_results(specs, runs_dir)
     if not results:
         raise UserError(f"no run finished; see the logs under {runs_dir}")
 

@@ -741,7 +741,10 @@ def _write_flow_record(checkpoint: str | os.PathLike | keras.Model, out: Path) -
 
     if isinstance(checkpoint, keras.Model):
         return {"file": None, "note": "no record: exported from an in-memory network"}
-    params, where = trained_flow(checkpoint)
+    try:
+        params, where = trained_flow(checkpoint)
+    except UserError as error:  # an unreadable run config must not cost the exports' report
+        return {"file": None, "note": f"no record: {error}"}
     if params is None:
         return {"file": None, "note": f"no record ({where}); predict.py will say so"}
     record = {**flow_record(params), "recorded_from": where}

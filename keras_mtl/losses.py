@@ -232,10 +232,7 @@ def depth_loss_terms(y_true, y_pred, kind: str = "smooth_l1", sample_mask=None) 
     Returns:
         A dict of sums over the valid pixels (always with `count`).
     """
-    terms = _DEPTH_TERMS[check_depth_loss(kind)]
-    if sample_mask is None:
-        return terms(y_true, y_pred)
-    return terms(y_true, y_pred, sample_mask)
+    return _DEPTH_TERMS[check_depth_loss(kind)](y_true, y_pred, sample_mask)
 
 
 def depth_loss_from_terms(

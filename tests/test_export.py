@@ -347,6 +347,9 @@ def test_export_records_the_training_flow_for_predict(tiny_dataset: Path, tmp_pa
     empty.mkdir()
     assert export_lib._write_flow_record(tmp_path / "lone.keras", empty)["file"] is None
     assert not (empty / FLOW_METHOD_FILE).exists()
+    (run_dir / RUN_CONFIG_NAME).write_text("data: [unclosed\n")  # unreadable: said, not raised
+    entry = export_lib._write_flow_record(run_dir / "model_best.keras", empty)
+    assert entry["file"] is None and RUN_CONFIG_NAME in entry["note"]
 
 
 def test_in_memory_export_reports_no_flow_record(exported):

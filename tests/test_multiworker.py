@@ -362,7 +362,7 @@ def trainer_state(trainer) -> dict:
 
 def fit_check(args: dict) -> dict:
     """`fit` with SGD on the (multi-worker) input pipeline, per method; then `evaluate`."""
-    from test_training import sgd_trainer, tiny_model
+    from test_training import record_grad_norms, sgd_trainer, tiny_model
 
     from keras_mtl.training import build_datasets, select_strategy, worker_role
 
@@ -375,15 +375,7 @@ def fit_check(args: dict) -> dict:
     for method in METHODS:
         config = tiny_run_config(args["data"], str(out / "unused"), method, batch, 1)
         trainer = sgd_trainer(method, weights, strategy=strategy)
-        norms = []
-        update = trainer.weighting.update
-
-        def recording_update(losses, grad_norms=None, update=update, norms=norms):
-            if grad_norms is not None:
-                norms.append([float(grad_norms[t]) for t in sorted(grad_norms)])
-            return update(losses, grad_norms)
-
-        trainer.weighting.update = recording_update
+        norms = record_grad_norms(trainer)
         train_ds, val_ds = build_datasets(config, strategy=strategy)
         trainer.fit(train_ds, steps_per_epoch=STEPS, epochs=1, verbose=0)
         state = trainer_state(trainer)

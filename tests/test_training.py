@@ -123,6 +123,21 @@ def tiny_config(method: str, **overrides):
     return load_config(None, values)
 
 
+def record_grad_norms(trainer) -> list:
+    """Wraps the trainer's `weighting.update` so that it records the per-task gradient norms
+    of every step (sorted by task name); returns the list it fills."""
+    norms = []
+    update = trainer.weighting.update
+
+    def recording_update(losses, grad_norms=None):
+        if grad_norms is not None:
+            norms.append([float(grad_norms[t]) for t in sorted(grad_norms)])
+        return update(losses, grad_norms)
+
+    trainer.weighting.update = recording_update
+    return norms
+
+
 def sgd_trainer(method: str, weights, weight_decay: float = 1e-3, strategy=None):
     """A trainer on `tiny_model` with plain SGD (Adam's first step hides gradient scale errors)."""
     import tensorflow as tf
@@ -323,15 +338,7 @@ def replica_check() -> dict:
         results, recorded = [], []
         for strategy in (tf.distribute.get_strategy(), mirrored):
             trainer = sgd_trainer(method, weights, strategy=strategy)
-            norms = []
-            update = trainer.weighting.update
-
-            def recording_update(losses, grad_norms=None, update=update, norms=norms):
-                if grad_norms is not None:
-                    norms.append([float(grad_norms[t]) for t in sorted(grad_norms)])
-                return update(losses, grad_norms)
-
-            trainer.weighting.update = recording_update
+            norms = record_grad_norms(trainer)
             dataset = strategy.experimental_distribute_dataset(as_dataset(batches))
             for batch in dataset:
                 strategy.run(trainer.train_step, args=(batch,))

@@ -32,6 +32,7 @@ from keras import ops
 from keras_mtl.models import SharedTrunk, shared_trunk_of
 from keras_mtl.training.strategy import replicas_in_sync
 from keras_mtl.weighting import Weighting
+from keras_mtl.weighting.base import call_hook
 
 
 class SharedSplit:
@@ -258,10 +259,9 @@ class SplitBackward:
                 if num_replicas > 1:
                     grads = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
                 task_shared[task] = grads
-            if labelled is None:
-                shared_gradients = self.weighting.combine_gradients(task_shared)
-            else:
-                shared_gradients = self.weighting.combine_gradients(task_shared, labelled=labelled)
+            shared_gradients = call_hook(
+                self.weighting.combine_gradients, task_shared, labelled=labelled
+            )
             if num_replicas > 1:  # every replica holds the global gradient; the optimizer sums
                 shared_gradients = [
                     None if g is None else g / num_replicas for g in shared_gradients
@@ -328,9 +328,7 @@ class SplitBackward:
         gram = ops.stack([ops.stack([dots[i, j] for j in range(count)]) for i in range(count)])
         if replicas_in_sync(replica_context) > 1:
             gram = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, gram)
-        if labelled is None:
-            return self.weighting.representation_weights(gram)
-        return self.weighting.representation_weights(gram, labelled=labelled)
+        return call_hook(self.weighting.representation_weights, gram, labelled=labelled)
 
 
 def _global_norm(grad, scale, replica_context, source: str):

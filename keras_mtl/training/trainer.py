@@ -65,6 +65,7 @@ from keras_mtl.training.strategy import (
     replicas_in_sync,
 )
 from keras_mtl.weighting import Weighting, get_weighting
+from keras_mtl.weighting.base import call_hook
 
 # The validation metrics of every epoch (`val_<name>` in history.csv), in task order.
 VALIDATION_METRICS: tuple[str, ...] = tuple(m for t in TASK_NAMES for m in TASKS[t].epoch_metrics)
@@ -292,11 +293,11 @@ class MultiTaskTrainer(keras.Model):
         losses, labelled = self._task_losses(
             y, y_pred, tf.distribute.get_replica_context(), sample_weight
         )
-        if labelled is None:
-            total = ops.cast(self.weighting.combine_losses(losses), "float32")
-        else:
+        if labelled is not None:
             self._check_partial_support()
-            total = ops.cast(self.weighting.combine_losses(losses, labelled=labelled), "float32")
+        total = ops.cast(
+            call_hook(self.weighting.combine_losses, losses, labelled=labelled), "float32"
+        )
         if training and self.model.losses:
             total = total + ops.cast(ops.sum(ops.stack(self.model.losses)), "float32")
         self.loss_tracker.update_state(total)
@@ -365,25 +366,17 @@ class MultiTaskTrainer(keras.Model):
             whether the global batch had any labelled pixel (a global statistic: every replica
             holds the same value).
         """
-        if label_masks is None:
-            terms = {
-                t: loss_lib.task_loss_terms(
-                    t, targets[t], outputs[t], self.depth_loss, self.class_weights[t]
-                )
-                for t in self.task_names
-            }
-        else:
-            terms = {
-                t: loss_lib.task_loss_terms(
-                    t,
-                    targets[t],
-                    outputs[t],
-                    self.depth_loss,
-                    self.class_weights[t],
-                    sample_mask=label_masks[t],
-                )
-                for t in self.task_names
-            }
+        terms = {
+            t: loss_lib.task_loss_terms(
+                t,
+                targets[t],
+                outputs[t],
+                self.depth_loss,
+                self.class_weights[t],
+                sample_mask=None if label_masks is None else label_masks[t],
+            )
+            for t in self.task_names
+        }
         num_replicas = replicas_in_sync(replica_context)
         if num_replicas == 1:
             totals = {t: None for t in self.task_names}
@@ -482,16 +475,10 @@ class MultiTaskTrainer(keras.Model):
             mean_losses = {t: mean_losses[t] / num_replicas for t in self.task_names}
         else:
             mean_losses = losses
-        if labelled is None:
-            weighting.update(mean_losses, grad_norms)
-        else:
-            weighting.update(mean_losses, grad_norms, labelled=labelled)
+        call_hook(weighting.update, mean_losses, grad_norms, labelled=labelled)
         if weighting.needs_losses_after_step:
             after = self.losses_after_step(x, y, step, replica_context, label_masks)
-            if labelled is None:
-                weighting.update_after_step(mean_losses, after)
-            else:
-                weighting.update_after_step(mean_losses, after, labelled=labelled)
+            call_hook(weighting.update_after_step, mean_losses, after, labelled=labelled)
         return reducible_logs(self.compute_metrics(x, y, y_pred, training=True))
 
     def _task_state_before_step(self, labelled) -> dict:

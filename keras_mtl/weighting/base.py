@@ -310,6 +310,17 @@ class Weighting(keras.layers.Layer):
         """
         raise NotImplementedError(f"{type(self).__name__} does not combine gradients")
 
+    def sum_over_labelled(self, terms, labelled=None):
+        """Sum of a per-task vector of loss terms over the labelled tasks (all when None).
+
+        `where`, not a product with the mask: an unlabelled task's terms add nothing and no
+        gradient reaches its state (a regulariser such as `b s` or `-s` alone would drive it
+        without bound).
+        """
+        if labelled is None:
+            return ops.sum(terms)
+        return ops.sum(ops.where(self.labelled_vector(labelled), terms, 0.0))
+
     def task_gradient_lists(self, task_gradients: Mapping[str, Sequence[object]]) -> list[list]:
         """The per-task gradient lists in `task_names` order, dense (sparse IndexedSlices of an
         embedding-like variable converted), one entry per shared variable (None: the task's
@@ -401,6 +412,23 @@ class Weighting(keras.layers.Layer):
         """
         del config, context
         return cls(task_names, initial_weights)
+
+
+def call_hook(hook, *args, labelled=None):
+    """Calls a weighting hook, passing `labelled` only when there is one (partial labels).
+
+    Strict training calls every hook exactly as before partial labels existed, so a method
+    written without the `labelled` argument keeps working there.
+
+    Example:
+
+    ```python
+    call_hook(weighting.update, losses, grad_norms, labelled=labelled)
+    ```
+    """
+    if labelled is None:
+        return hook(*args)
+    return hook(*args, labelled=labelled)
 
 
 def require_grad_norms(weighting: Weighting, grad_norms: Mapping[str, object] | None) -> None:

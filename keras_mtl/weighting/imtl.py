@@ -65,12 +65,9 @@ class IMTLLWeighting(Weighting):
 
     def combine_losses(self, losses: Mapping[str, object], labelled=None):
         log_scales = self._log_scale_vector()
-        terms = ops.exp(log_scales) * self.stack(losses) - log_scales
-        if labelled is None:
-            return ops.sum(terms)
-        # where, not a product: an unlabelled task adds no term, so its -s_i alone cannot
-        # push s_i up without bound, and no gradient reaches it.
-        return ops.sum(ops.where(self.labelled_vector(labelled), terms, 0.0))
+        return self.sum_over_labelled(
+            ops.exp(log_scales) * self.stack(losses) - log_scales, labelled
+        )
 
     def task_state_variables(self) -> dict[str, list]:
         return {name: [s] for name, s in zip(self.task_names, self.log_scales, strict=True)}

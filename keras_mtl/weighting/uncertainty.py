@@ -102,11 +102,7 @@ class UncertaintyWeighting(Weighting):
         log_variances = self._log_variance_vector()
         loss_terms = ops.convert_to_tensor(self._loss_coefficients) * ops.exp(-log_variances)
         regularizer = ops.convert_to_tensor(self._log_variance_coefficients) * log_variances
-        if labelled is None:
-            return ops.sum(loss_terms * self.stack(losses) + regularizer)
-        terms = loss_terms * self.stack(losses) + regularizer
-        # where, not a product: no gradient reaches an unlabelled task's s.
-        return ops.sum(ops.where(self.labelled_vector(labelled), terms, 0.0))
+        return self.sum_over_labelled(loss_terms * self.stack(losses) + regularizer, labelled)
 
     def task_state_variables(self) -> dict[str, list]:
         return {
